@@ -1,0 +1,197 @@
+//! Delivery: posting the rendered message on the lead, and the retry policy for a failed
+//! attempt.
+//!
+//! A message is posted once per event. The rendered text is kept on the event before the
+//! first attempt, so retries post the same text without resolving again; a "sending" mark is
+//! written before each POST and cleared with its outcome. An event found still marked at claim
+//! time means the process stopped mid-POST: the outcome is unknown, so it is dead-lettered
+//! (an operator can replay it) instead of risking a second message. Graceful shutdown lets
+//! in-flight POSTs finish, so only a crash gets there.
+
+use std::time::Duration;
+
+use rand::Rng;
+use time::OffsetDateTime;
+
+use crate::config::DeliverySettings;
+use crate::domain::LeadId;
+use crate::state::AppState;
+use crate::store::{ClaimedEvent, Finish};
+
+/// Why a crash mid-POST ends in the dead letters.
+pub const UNKNOWN_OUTCOME: &str =
+    "delivery outcome unknown: the process stopped while posting the message; replay to post it";
+
+/// Delay before retry number `attempt` (1 = the first retry): exponential from
+/// `base_delay_ms`, capped at `max_delay_secs`, with "equal jitter" (half fixed, half random)
+/// so a burst of failures does not retry in lockstep; never shorter than the provider's
+/// `Retry-After`.
+pub fn backoff(policy: &DeliverySettings, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let cap = Duration::from_secs(policy.max_delay_secs);
+    let exp = 2u64.saturating_pow(attempt.saturating_sub(1).min(32));
+    let full = Duration::from_millis(policy.base_delay_ms.saturating_mul(exp)).min(cap);
+    let half = full / 2;
+    let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
+    let delay = half + Duration::from_millis(jitter);
+    match retry_after {
+        Some(ra) => delay.max(ra),
+        None => delay,
+    }
+}
+
+/// What to do after a failed attempt: retry later, or give up when the attempts are spent
+/// or the failure is permanent.
+pub fn after_failure(
+    policy: &DeliverySettings,
+    event: &ClaimedEvent,
+    transient: bool,
+    retry_after: Option<Duration>,
+    error: String,
+) -> Finish {
+    let attempt = u32::try_from(event.attempts).unwrap_or(0) + 1;
+    if !transient {
+        return Finish::Dead {
+            reason: format!("permanent failure: {error}"),
+        };
+    }
+    if attempt >= policy.max_attempts {
+        return Finish::Dead {
+            reason: format!("gave up after {attempt} attempts: {error}"),
+        };
+    }
+    Finish::Retry {
+        at: OffsetDateTime::now_utc() + backoff(policy, attempt, retry_after),
+        error,
+    }
+}
+
+/// Posts `message` on the event's lead and says how the event ends.
+#[tracing::instrument(name = "deliver", skip_all, fields(event = event.id, lead = %lead))]
+pub async fn deliver(
+    state: &AppState,
+    event: &ClaimedEvent,
+    lead: &LeadId,
+    message: &str,
+) -> Finish {
+    match state.store.mark_sending(event).await {
+        Ok(true) => {}
+        Ok(false) => {
+            // Another worker owns the event now; whatever we return cannot be written.
+            return Finish::Retry {
+                at: OffsetDateTime::now_utc(),
+                error: "claim lost before sending".into(),
+            };
+        }
+        Err(e) => {
+            return after_failure(
+                &state.settings.delivery,
+                event,
+                true,
+                None,
+                format!("store: {e}"),
+            );
+        }
+    }
+    match state.crm.post_message(lead, message).await {
+        Ok(()) => {
+            tracing::info!("message delivered");
+            Finish::Done {
+                outcome: "delivered".into(),
+                contact_set: None,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, class = e.class(), attempt = event.attempts + 1, "delivery failed");
+            after_failure(
+                &state.settings.delivery,
+                event,
+                e.is_transient(),
+                e.retry_after(),
+                e.to_string(),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> DeliverySettings {
+        DeliverySettings {
+            max_attempts: 5,
+            base_delay_ms: 1000,
+            max_delay_secs: 60,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_within_jitter_bounds_and_stops_at_the_cap() {
+        let p = policy();
+        for (attempt, full_ms) in [
+            (1u32, 1000u64),
+            (2, 2000),
+            (3, 4000),
+            (7, 60_000),
+            (40, 60_000),
+        ] {
+            for _ in 0..50 {
+                let d = backoff(&p, attempt, None).as_millis() as u64;
+                assert!(d >= full_ms / 2 && d <= full_ms, "attempt {attempt}: {d}ms");
+            }
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honoured_when_longer_than_the_backoff() {
+        let d = backoff(&policy(), 1, Some(Duration::from_secs(30)));
+        assert!(d >= Duration::from_secs(30));
+    }
+
+    fn event(attempts: i32) -> ClaimedEvent {
+        ClaimedEvent {
+            id: 1,
+            claim: uuid::Uuid::nil(),
+            source: "c2s".into(),
+            lead_id: "L".into(),
+            event_at: OffsetDateTime::UNIX_EPOCH,
+            action: "on_create_lead".into(),
+            payload: serde_json::Value::Null,
+            attempts,
+            contact_set: None,
+            message: None,
+            send_started: false,
+        }
+    }
+
+    #[test]
+    fn transient_failures_retry_until_the_attempts_are_spent() {
+        let p = policy();
+        assert!(matches!(
+            after_failure(&p, &event(0), true, None, "5xx".into()),
+            Finish::Retry { .. }
+        ));
+        assert!(matches!(
+            after_failure(&p, &event(3), true, None, "5xx".into()),
+            Finish::Retry { .. }
+        ));
+        match after_failure(&p, &event(4), true, None, "5xx".into()) {
+            Finish::Dead { reason } => assert!(reason.contains("after 5 attempts"), "{reason}"),
+            other => panic!("expected dead, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn permanent_failures_are_dead_at_once() {
+        match after_failure(
+            &policy(),
+            &event(0),
+            false,
+            None,
+            "c2s: rejected with 404".into(),
+        ) {
+            Finish::Dead { reason } => assert!(reason.contains("404")),
+            other => panic!("expected dead, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Enricher turns a bare CRM lead (name, phone, email) into a known person and writes what it
+//! learned back onto the lead, paying each data provider at most once per person.
+//!
+//! The modules follow a lead through the system:
+//!
+//! - [`intake`]: webhooks in; authenticate, validate, store in the inbox, answer.
+//! - [`worker`]: takes inbox events with bounded concurrency and drives each to its end.
+//! - [`domain`]: phones, emails, CPFs, lead ids, persons, as types that own their rules.
+//! - [`resolution`]: contact -> CPF -> person through memory, database, provider, once.
+//! - [`providers`]: one adapter per outside API, plus the in-process [`providers::sandbox`].
+//! - [`store`]: one interface over Postgres and SQLite; inbox and person data.
+//! - [`message`]: the message rendered from the operators' template.
+//! - [`delivery`]: posting the message, retries and dead letters.
+//!
+//! Beside them: [`http`] (router, errors, auth), [`config`], [`telemetry`], [`startup`],
+//! [`state`] and [`cli`]. See ARCHITECTURE.md for the invariants that hold across them.
+
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod http;
+pub mod intake;
+pub mod message;
+pub mod providers;
+pub mod resolution;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,173 @@
+//! The outside APIs, one adapter module each, behind one trait per provider.
+//!
+//! A changed contract touches one file here. Adapters translate HTTP into domain answers and
+//! classify failures ([`ProviderError`]); they do not retry, cache or store: resolution and
+//! delivery own those policies. No error text built here contains a URL, a credential or
+//! personal data, because reqwest's errors embed the request URL (the Work API token travels
+//! in the query string).
+
+pub mod c2s;
+pub mod diretrix;
+pub mod sandbox;
+pub mod work_api;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::person::WorkApiAnswer;
+use crate::domain::{ContactKey, Cpf, LeadId};
+
+/// What went wrong talking to a provider, by class: the class decides retry or give up.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ProviderError {
+    #[error("{provider}: timed out")]
+    Timeout { provider: &'static str },
+    #[error("{provider}: rate limited (429)")]
+    RateLimited {
+        provider: &'static str,
+        retry_after: Option<Duration>,
+    },
+    #[error("{provider}: server error {status}")]
+    Server {
+        provider: &'static str,
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    #[error("{provider}: rejected with {status}")]
+    Client { provider: &'static str, status: u16 },
+    #[error("{provider}: connection failed")]
+    Connect { provider: &'static str },
+    #[error("{provider}: unreadable answer: {detail}")]
+    Decode {
+        provider: &'static str,
+        detail: String,
+    },
+}
+
+impl ProviderError {
+    /// Worth trying again later: timeouts, 429, 5xx and connection failures.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Timeout { .. }
+                | ProviderError::RateLimited { .. }
+                | ProviderError::Server { .. }
+                | ProviderError::Connect { .. }
+        )
+    }
+
+    /// The provider's own word on when to come back.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::RateLimited { retry_after, .. }
+            | ProviderError::Server { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Short class name for metrics and logs.
+    pub fn class(&self) -> &'static str {
+        match self {
+            ProviderError::Timeout { .. } => "timeout",
+            ProviderError::RateLimited { .. } => "429",
+            ProviderError::Server { .. } => "5xx",
+            ProviderError::Client { .. } => "4xx",
+            ProviderError::Connect { .. } => "connect",
+            ProviderError::Decode { .. } => "decode",
+        }
+    }
+
+    /// Classifies a reqwest error without keeping its text (which holds the URL).
+    pub(crate) fn from_reqwest(provider: &'static str, e: &reqwest::Error) -> ProviderError {
+        if e.is_timeout() {
+            ProviderError::Timeout { provider }
+        } else if e.is_decode() || e.is_body() {
+            ProviderError::Decode {
+                provider,
+                detail: "body could not be read".into(),
+            }
+        } else {
+            ProviderError::Connect { provider }
+        }
+    }
+
+    /// Classifies a non-2xx status.
+    pub(crate) fn from_status(
+        provider: &'static str,
+        status: reqwest::StatusCode,
+        headers: &reqwest::header::HeaderMap,
+    ) -> ProviderError {
+        let retry_after = retry_after(headers);
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            ProviderError::RateLimited {
+                provider,
+                retry_after,
+            }
+        } else if status.is_server_error() {
+            ProviderError::Server {
+                provider,
+                status: status.as_u16(),
+                retry_after,
+            }
+        } else {
+            ProviderError::Client {
+                provider,
+                status: status.as_u16(),
+            }
+        }
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from APIs and ignored), capped so a
+/// misbehaving provider cannot park an event for days.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.min(3600)))
+}
+
+/// One candidate a CPF lookup returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpfCandidate {
+    pub cpf: Cpf,
+    pub name: Option<String>,
+}
+
+/// Contact -> CPF (Diretrix).
+#[async_trait]
+pub trait CpfLookup: Send + Sync + 'static {
+    /// The first valid CPF the provider lists for this contact, or `None` when nobody.
+    async fn lookup(&self, key: &ContactKey) -> Result<Option<CpfCandidate>, ProviderError>;
+}
+
+/// CPF -> person data (Work API).
+#[async_trait]
+pub trait PersonData: Send + Sync + 'static {
+    /// The raw answer and what it means; an in-body 404 is `NotFound`.
+    async fn fetch(&self, cpf: &Cpf) -> Result<(serde_json::Value, WorkApiAnswer), ProviderError>;
+}
+
+/// The CRM's API (C2S).
+#[async_trait]
+pub trait Crm: Send + Sync + 'static {
+    /// Posts a message on a lead. Any 2xx is success.
+    async fn post_message(&self, lead: &LeadId, body: &str) -> Result<(), ProviderError>;
+}
+
+/// A reqwest client with the provider's timeout. rustls with the system roots.
+pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("enricher/", env!("CARGO_PKG_VERSION")))
+        .build()
+        // Building fails only when the TLS backend cannot initialise, which is a broken
+        // binary, not a runtime condition.
+        .expect("the HTTP client must build")
+}

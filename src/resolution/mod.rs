@@ -1,0 +1,285 @@
+//! Resolution: contact -> CPF -> person, cheapest tier first, each purchase made once.
+//!
+//! Tiers for a contact key: memory (moka), then the database, then Diretrix; for a CPF:
+//! memory, then the database, then the Work API. "Nobody" answers are remembered like found
+//! ones, with the shorter TTL, in memory and in the database. Concurrent requests for one key
+//! share one load (moka's `try_get_with` coalesces them), so a burst for one new contact costs
+//! one call per provider. [`Resolver::load_contact`] and [`Resolver::load_person`] are the
+//! single-flight points: a cross-instance lock wraps exactly those. This module decides no
+//! delivery policy and renders nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+use time::OffsetDateTime;
+
+use crate::domain::person::WorkApiAnswer;
+use crate::domain::{ContactKey, Cpf, Person};
+use crate::providers::{CpfLookup, PersonData, ProviderError};
+use crate::store::{DynStore, Lookup, StoreError};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+}
+
+impl ResolveError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ResolveError::Store(StoreError::Unavailable(_)) => true,
+            ResolveError::Store(_) => true,
+            ResolveError::Provider(p) => p.is_transient(),
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ResolveError::Provider(p) => p.retry_after(),
+            ResolveError::Store(_) => None,
+        }
+    }
+}
+
+/// Which tier answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Memory,
+    Database,
+    Provider,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Memory => "memory",
+            Tier::Database => "database",
+            Tier::Provider => "provider",
+        }
+    }
+}
+
+/// One memory cache for both kinds of key, so they share one byte budget.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CacheKey {
+    Contact(ContactKey),
+    Person(Cpf),
+}
+
+#[derive(Debug, Clone)]
+enum Answer {
+    Contact(Lookup<Cpf>),
+    Person(Lookup<Arc<Person>>),
+}
+
+/// A cached answer with what moka needs to expire and weigh it, and where it came from.
+#[derive(Debug, Clone)]
+struct Cached {
+    answer: Answer,
+    ttl: Duration,
+    weight: u32,
+    source: Tier,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<CacheKey, Cached> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Cached,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Time-to-live settings of the tiers.
+#[derive(Debug, Clone, Copy)]
+pub struct Ttls {
+    pub positive: Duration,
+    pub negative: Duration,
+    /// Person data older than this is bought again.
+    pub max_age: Duration,
+}
+
+pub struct Resolver {
+    /// Durable tier, shared with every instance.
+    store: DynStore,
+    cpf_lookup: Arc<dyn CpfLookup>,
+    person_data: Arc<dyn PersonData>,
+    /// Memory tier; also the single-flight point (concurrent misses share one load).
+    cache: Cache<CacheKey, Cached>,
+    ttls: Ttls,
+}
+
+impl Resolver {
+    pub fn new(
+        store: DynStore,
+        cpf_lookup: Arc<dyn CpfLookup>,
+        person_data: Arc<dyn PersonData>,
+        ttls: Ttls,
+        max_bytes: u64,
+    ) -> Resolver {
+        let cache = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_k: &CacheKey, v: &Cached| v.weight)
+            .expire_after(PerEntryTtl)
+            .build();
+        Resolver {
+            store,
+            cpf_lookup,
+            person_data,
+            cache,
+            ttls,
+        }
+    }
+
+    /// Who this contact is: a CPF, or nobody. Returns the tier that answered.
+    #[tracing::instrument(name = "resolve.contact", skip_all, fields(key = %key))]
+    pub async fn contact(&self, key: &ContactKey) -> Result<(Lookup<Cpf>, Tier), ResolveError> {
+        let entry = self
+            .cache
+            .entry(CacheKey::Contact(key.clone()))
+            .or_try_insert_with(self.load_contact(key))
+            .await
+            .map_err(|e| (*e).clone())?;
+        let tier = if entry.is_fresh() {
+            entry.value().source
+        } else {
+            Tier::Memory
+        };
+        match &entry.value().answer {
+            Answer::Contact(answer) => {
+                tracing::debug!(
+                    tier = tier.as_str(),
+                    found = matches!(answer, Lookup::Found(_)),
+                    "contact resolved"
+                );
+                Ok((answer.clone(), tier))
+            }
+            Answer::Person(_) => unreachable!("contact keys hold contact answers"),
+        }
+    }
+
+    /// What is known of this CPF: person data, or nobody. Returns the tier that answered.
+    #[tracing::instrument(name = "resolve.person", skip_all, fields(cpf = %cpf))]
+    pub async fn person(&self, cpf: &Cpf) -> Result<(Lookup<Arc<Person>>, Tier), ResolveError> {
+        let entry = self
+            .cache
+            .entry(CacheKey::Person(cpf.clone()))
+            .or_try_insert_with(self.load_person(cpf))
+            .await
+            .map_err(|e| (*e).clone())?;
+        let tier = if entry.is_fresh() {
+            entry.value().source
+        } else {
+            Tier::Memory
+        };
+        match &entry.value().answer {
+            Answer::Person(answer) => {
+                tracing::debug!(
+                    tier = tier.as_str(),
+                    found = matches!(answer, Lookup::Found(_)),
+                    "person resolved"
+                );
+                Ok((answer.clone(), tier))
+            }
+            Answer::Contact(_) => unreachable!("person keys hold person answers"),
+        }
+    }
+
+    /// Database, then Diretrix. The answer bought is stored before it is returned.
+    async fn load_contact(&self, key: &ContactKey) -> Result<Cached, ResolveError> {
+        let weight = key_weight(key.value().len());
+        if let Some(known) = self.store.find_contact(key).await? {
+            return Ok(self.cached_contact(known, weight, Tier::Database));
+        }
+        let bought = self.cpf_lookup.lookup(key).await?;
+        let answer = match bought {
+            Some(c) => Lookup::Found((c.cpf, c.name)),
+            None => Lookup::NotFound,
+        };
+        self.store
+            .record_contact(key, &answer, self.negative_until())
+            .await?;
+        let answer = match answer {
+            Lookup::Found((cpf, _)) => Lookup::Found(cpf),
+            Lookup::NotFound => Lookup::NotFound,
+        };
+        Ok(self.cached_contact(answer, weight, Tier::Provider))
+    }
+
+    /// Database (fresh enough), then the Work API. Stored before it is returned.
+    async fn load_person(&self, cpf: &Cpf) -> Result<Cached, ResolveError> {
+        let fresh_since = OffsetDateTime::now_utc() - self.ttls.max_age;
+        if let Some(known) = self.store.find_person(cpf, fresh_since).await? {
+            let answer = match known {
+                Lookup::Found(stored) => Lookup::Found(Arc::new(stored.person)),
+                Lookup::NotFound => Lookup::NotFound,
+            };
+            return Ok(self.cached_person(answer, Tier::Database));
+        }
+        let (raw, answer) = self.person_data.fetch(cpf).await?;
+        let answer = match answer {
+            WorkApiAnswer::Found(person) => Lookup::Found((raw, person)),
+            WorkApiAnswer::NotFound => Lookup::NotFound,
+        };
+        self.store
+            .record_person(cpf, &answer, "work_api", self.negative_until())
+            .await?;
+        let answer = match answer {
+            Lookup::Found((_, person)) => Lookup::Found(Arc::new(person)),
+            Lookup::NotFound => Lookup::NotFound,
+        };
+        Ok(self.cached_person(answer, Tier::Provider))
+    }
+
+    fn negative_until(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc() + self.ttls.negative
+    }
+
+    fn cached_contact(&self, answer: Lookup<Cpf>, weight: u32, source: Tier) -> Cached {
+        let ttl = match answer {
+            Lookup::Found(_) => self.ttls.positive,
+            Lookup::NotFound => self.ttls.negative,
+        };
+        Cached {
+            answer: Answer::Contact(answer),
+            ttl,
+            weight,
+            source,
+        }
+    }
+
+    fn cached_person(&self, answer: Lookup<Arc<Person>>, source: Tier) -> Cached {
+        let (ttl, weight) = match &answer {
+            Lookup::Found(p) => (
+                self.ttls.positive,
+                key_weight(serde_json::to_vec(p.as_ref()).map_or(4096, |v| v.len())),
+            ),
+            Lookup::NotFound => (self.ttls.negative, key_weight(11)),
+        };
+        Cached {
+            answer: Answer::Person(answer),
+            ttl,
+            weight,
+            source,
+        }
+    }
+
+    /// Entries and weighted size (bytes, approximate) of the memory tier.
+    pub async fn cache_usage(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks().await;
+        (self.cache.entry_count(), self.cache.weighted_size())
+    }
+}
+
+/// Approximate bytes an entry holds: its payload plus map and bookkeeping overhead.
+fn key_weight(payload: usize) -> u32 {
+    u32::try_from(payload + 96).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,226 @@
+//! Building and running the application: store, sandbox, providers, resolver, HTTP server
+//! and workers, all wired into one [`AppState`].
+//!
+//! `Application::build` binds the port (port 0 in tests) and migrates; `run_until_stopped`
+//! serves until the shutdown token is cancelled, then lets workers drain. Nothing here is
+//! global, so tests run several applications side by side and "restart" one by building a
+//! new one on the same database.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::message::MessageRenderer;
+use crate::providers::c2s::C2sClient;
+use crate::providers::diretrix::DiretrixClient;
+use crate::providers::sandbox::Sandbox;
+use crate::providers::work_api::WorkApiClient;
+use crate::resolution::{Resolver, Ttls};
+use crate::state::AppState;
+use crate::store::{self, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start the sandbox: {0}")]
+    Sandbox(std::io::Error),
+    #[error("cannot read the message template {path}: {source}")]
+    TemplateFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Template(#[from] crate::message::MessageError),
+    #[error("{0}")]
+    Config(String),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    /// Cancelled to stop: the server stops accepting, workers drain, the sandbox stops.
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        let shutdown = CancellationToken::new();
+        let store = store::connect(&settings.database).await?;
+        store.migrate().await?;
+        tracing::info!(
+            database = %settings.database.redacted_url(),
+            backend = store.backend(),
+            "database ready"
+        );
+
+        let sandbox = if settings.sandbox_enabled() {
+            let sandbox = Sandbox::start(
+                Duration::from_millis(settings.sandbox.latency_ms),
+                shutdown.child_token(),
+            )
+            .await
+            .map_err(StartupError::Sandbox)?;
+            tracing::info!(addr = %sandbox.addr, "sandbox providers running");
+            Some(sandbox)
+        } else {
+            None
+        };
+
+        // An explicit setting wins over the sandbox, so one provider can be real while the
+        // others are simulated.
+        let base = |configured: &Option<String>, prefix: &str| -> Result<url::Url, StartupError> {
+            match (configured, &sandbox) {
+                (Some(url), _) => url::Url::parse(url)
+                    .map_err(|_| StartupError::Config(format!("invalid {prefix} base URL"))),
+                (None, Some(s)) => Ok(s.base_url(prefix)),
+                (None, None) => Err(StartupError::Config(format!("{prefix} base URL missing"))),
+            }
+        };
+        let secret = |configured: &Option<SecretString>| {
+            configured
+                .clone()
+                .unwrap_or_else(|| SecretString::from("sandbox"))
+        };
+
+        let diretrix = DiretrixClient::new(
+            base(&settings.diretrix.base_url, "diretrix")?,
+            secret(&settings.diretrix.user),
+            secret(&settings.diretrix.password),
+            Duration::from_millis(settings.diretrix.timeout_ms),
+        );
+        let work_api = WorkApiClient::new(
+            base(&settings.work_api.base_url, "work")?,
+            secret(&settings.work_api.token),
+            Duration::from_millis(settings.work_api.timeout_ms),
+        );
+        let crm = C2sClient::new(
+            base(&settings.c2s.base_url, "c2s")?,
+            secret(&settings.c2s.token),
+            Duration::from_millis(settings.c2s.timeout_ms),
+        );
+        let resolver = Resolver::new(
+            store.clone(),
+            Arc::new(diretrix),
+            Arc::new(work_api),
+            Ttls {
+                positive: settings.cache_ttl(),
+                negative: settings.negative_ttl(),
+                max_age: Duration::from_secs(settings.cache.max_age_days * 86_400),
+            },
+            settings.cache.max_bytes,
+        );
+        let renderer = match &settings.message.template_path {
+            Some(path) => {
+                let source =
+                    std::fs::read_to_string(path).map_err(|source| StartupError::TemplateFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                MessageRenderer::new(source)?
+            }
+            None => MessageRenderer::default_template(),
+        };
+
+        let addr = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+
+        let state = AppState {
+            settings: Arc::new(settings),
+            store,
+            resolver: Arc::new(resolver),
+            crm: Arc::new(crm),
+            renderer: Arc::new(renderer),
+            sandbox,
+            wake: Arc::new(Notify::new()),
+        };
+        Ok(Application {
+            listener,
+            state,
+            shutdown,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound listener always has an address.
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Cancel this to stop the application gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves and works until the shutdown token is cancelled; returns after in-flight
+    /// requests and events finished (or the drain timeout passed).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Application {
+            listener,
+            state,
+            shutdown,
+        } = self;
+        let workers = tokio::spawn(crate::worker::run(state.clone(), shutdown.child_token()));
+        tracing::info!(addr = %listener.local_addr()?, "listening");
+        let app = crate::http::router(state);
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        // The server may stop on its own (an I/O error); workers must stop with it.
+        shutdown.cancel();
+        if let Err(e) = workers.await {
+            tracing::error!(error = %e, "worker task failed");
+        }
+        served
+    }
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        token.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        tracing::info!("shutdown requested");
+        token.cancel();
+    });
+}

@@ -1,0 +1,521 @@
+//! The Postgres store: the production backend, safe for several instances on one database.
+//!
+//! Claims use `FOR UPDATE SKIP LOCKED` plus a lease, so instances never take the same event
+//! and a crashed instance's events come back when the lease runs out. Person data lives in
+//! schema `core`. Time comes from the database clock (`now()`), one clock for all instances.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+use std::str::FromStr;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    ClaimedEvent, EventRecord, Finish, InsertOutcome, LeadLink, Lookup, NewEvent, PartyCounts,
+    Store, StoreError, StoredPerson, person_contacts,
+};
+use crate::domain::{ContactKey, Cpf, Person};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgStore")
+    }
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|_| StoreError::Unavailable("invalid postgres url".into()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            // Intake answers 503 rather than hanging when the database is gone.
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options);
+        Ok(PgStore { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+const EVENT_COLUMNS: &str = "id, source, lead_id, event_at, action, payload, attempts, \
+     contact_set, message, (send_started_at IS NOT NULL) AS send_started";
+
+fn claimed_from_row(row: &sqlx::postgres::PgRow, claim: Uuid) -> Result<ClaimedEvent, StoreError> {
+    Ok(ClaimedEvent {
+        id: row.try_get("id")?,
+        claim,
+        source: row.try_get("source")?,
+        lead_id: row.try_get("lead_id")?,
+        event_at: row.try_get("event_at")?,
+        action: row.try_get("action")?,
+        payload: row.try_get("payload")?,
+        attempts: row.try_get("attempts")?,
+        contact_set: row.try_get("contact_set")?,
+        message: row.try_get("message")?,
+        send_started: row.try_get("send_started")?,
+    })
+}
+
+fn record_from_row(row: &sqlx::postgres::PgRow) -> Result<EventRecord, StoreError> {
+    Ok(EventRecord {
+        id: row.try_get("id")?,
+        source: row.try_get("source")?,
+        lead_id: row.try_get("lead_id")?,
+        event_at: row.try_get("event_at")?,
+        action: row.try_get("action")?,
+        state: row.try_get("state")?,
+        attempts: row.try_get("attempts")?,
+        outcome: row.try_get("outcome")?,
+        last_error: row.try_get("last_error")?,
+        delivered: row.try_get("delivered")?,
+    })
+}
+
+async fn upsert_party(
+    tx: &mut sqlx::PgConnection,
+    cpf: &Cpf,
+    name: Option<&str>,
+) -> Result<i64, StoreError> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO core.parties (cpf, name) VALUES ($1, $2)
+         ON CONFLICT (cpf) DO UPDATE
+           SET name = COALESCE(EXCLUDED.name, core.parties.name), updated_at = now()
+         RETURNING id",
+    )
+    .bind(cpf.as_str())
+    .bind(name)
+    .fetch_one(tx)
+    .await?;
+    Ok(id)
+}
+
+async fn insert_contact(
+    tx: &mut sqlx::PgConnection,
+    party_id: i64,
+    kind: &str,
+    value: &str,
+    source: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO core.party_contacts (party_id, kind, value, source) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (kind, value, source, party_id) DO UPDATE SET created_at = now()",
+    )
+    .bind(party_id)
+    .bind(kind)
+    .bind(value)
+    .bind(source)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ready(&self) -> Result<bool, StoreError> {
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(v) => v,
+                // No migrations table yet: reachable, not ready.
+                Err(sqlx::Error::Database(_)) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
+        Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+    }
+
+    async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<InsertOutcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let id: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO webhook_inbox (source, lead_id, event_at, action, payload)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (source, lead_id, event_at) DO NOTHING
+                 RETURNING id",
+            )
+            .bind(e.source)
+            .bind(e.lead_id.as_str())
+            .bind(e.event_at)
+            .bind(&e.action)
+            .bind(&e.payload)
+            .fetch_optional(&mut *tx)
+            .await?;
+            out.push(id.map_or(InsertOutcome::Duplicate, InsertOutcome::Accepted));
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn claim_events(
+        &self,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedEvent>, StoreError> {
+        let claim = Uuid::now_v7();
+        let sql = format!(
+            "WITH due AS (
+               SELECT i.id FROM webhook_inbox i
+               WHERE ((i.state = 'pending' AND i.next_attempt_at <= now())
+                   OR (i.state = 'processing' AND i.lease_until < now()))
+                 AND NOT EXISTS (
+                   SELECT 1 FROM webhook_inbox e
+                   WHERE e.source = i.source AND e.lead_id = i.lead_id
+                     AND e.state IN ('pending', 'processing')
+                     AND (e.event_at, e.id) < (i.event_at, i.id))
+               ORDER BY i.next_attempt_at, i.id
+               LIMIT $1
+               FOR UPDATE SKIP LOCKED)
+             UPDATE webhook_inbox w
+                SET state = 'processing', claim_token = $2,
+                    lease_until = now() + make_interval(secs => $3), updated_at = now()
+               FROM due WHERE w.id = due.id
+             RETURNING {EVENT_COLUMNS}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(i64::from(limit))
+            .bind(claim)
+            .bind(lease.as_secs_f64())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| claimed_from_row(r, claim)).collect()
+    }
+
+    async fn previous_contact_set(
+        &self,
+        event: &ClaimedEvent,
+    ) -> Result<Option<String>, StoreError> {
+        let set: Option<String> = sqlx::query_scalar(
+            "SELECT contact_set FROM webhook_inbox
+             WHERE source = $1 AND lead_id = $2 AND contact_set IS NOT NULL
+               AND (event_at, id) < ($3, $4)
+             ORDER BY event_at DESC, id DESC LIMIT 1",
+        )
+        .bind(&event.source)
+        .bind(&event.lead_id)
+        .bind(event.event_at)
+        .bind(event.id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(set)
+    }
+
+    async fn save_rendered(
+        &self,
+        event: &ClaimedEvent,
+        contact_set: &str,
+        message: &str,
+        links: &[LeadLink],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE webhook_inbox SET contact_set = $3, message = $4, updated_at = now()
+             WHERE id = $1 AND claim_token = $2 AND state = 'processing'",
+        )
+        .bind(event.id)
+        .bind(event.claim)
+        .bind(contact_set)
+        .bind(message)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(false);
+        }
+        for link in links {
+            sqlx::query(
+                "INSERT INTO core.lead_parties (source, lead_id, party_id, contact_kind)
+                 SELECT $1, $2, id, $4 FROM core.parties WHERE cpf = $3
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&event.source)
+            .bind(&event.lead_id)
+            .bind(link.cpf.as_str())
+            .bind(link.via.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn mark_sending(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE webhook_inbox SET send_started_at = now(), updated_at = now()
+             WHERE id = $1 AND claim_token = $2 AND state = 'processing'",
+        )
+        .bind(event.id)
+        .bind(event.claim)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn finish(&self, event: &ClaimedEvent, finish: Finish) -> Result<bool, StoreError> {
+        let q = match finish {
+            Finish::Done {
+                outcome,
+                contact_set,
+            } => sqlx::query(
+                "UPDATE webhook_inbox
+                    SET state = 'done', outcome = $3,
+                        contact_set = COALESCE($4, contact_set),
+                        delivered_at = CASE WHEN $3 = 'delivered' THEN now() ELSE NULL END,
+                        send_started_at = NULL, claim_token = NULL, lease_until = NULL,
+                        last_error = NULL, updated_at = now()
+                  WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(event.id)
+            .bind(event.claim)
+            .bind(outcome)
+            .bind(contact_set),
+            Finish::Retry { at, error } => sqlx::query(
+                "UPDATE webhook_inbox
+                    SET state = 'pending', attempts = attempts + 1, next_attempt_at = $3,
+                        last_error = $4, send_started_at = NULL, claim_token = NULL,
+                        lease_until = NULL, updated_at = now()
+                  WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(event.id)
+            .bind(event.claim)
+            .bind(at)
+            .bind(error),
+            Finish::Dead { reason } => sqlx::query(
+                "UPDATE webhook_inbox
+                    SET state = 'dead', attempts = attempts + 1, outcome = 'dead',
+                        last_error = $3, send_started_at = NULL, claim_token = NULL,
+                        lease_until = NULL, updated_at = now()
+                  WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(event.id)
+            .bind(event.claim)
+            .bind(reason),
+        };
+        Ok(q.execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    async fn event(&self, id: i64) -> Result<Option<EventRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, source, lead_id, event_at, action, state, attempts, outcome, last_error,
+                    (delivered_at IS NOT NULL) AS delivered
+               FROM webhook_inbox WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn events(
+        &self,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, source, lead_id, event_at, action, state, attempts, outcome, last_error,
+                    (delivered_at IS NOT NULL) AS delivered
+               FROM webhook_inbox WHERE ($1::text IS NULL OR state = $1)
+              ORDER BY id DESC LIMIT $2",
+        )
+        .bind(state)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn event_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, count(*) FROM webhook_inbox GROUP BY state ORDER BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    async fn find_contact(&self, key: &ContactKey) -> Result<Option<Lookup<Cpf>>, StoreError> {
+        let cpf: Option<String> = sqlx::query_scalar(
+            "SELECT p.cpf FROM core.party_contacts c JOIN core.parties p ON p.id = c.party_id
+              WHERE c.kind = $1 AND c.value = $2 AND c.source = 'lookup'
+              ORDER BY c.created_at DESC, c.id DESC LIMIT 1",
+        )
+        .bind(key.kind().as_str())
+        .bind(key.value())
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(cpf) = cpf {
+            let cpf = Cpf::parse(&cpf).map_err(|_| StoreError::Corrupt("party cpf".into()))?;
+            return Ok(Some(Lookup::Found(cpf)));
+        }
+        let negative: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM core.negative_lookups
+              WHERE kind = $1 AND value = $2 AND expires_at > now()",
+        )
+        .bind(key.kind().as_str())
+        .bind(key.value())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(negative.map(|_| Lookup::NotFound))
+    }
+
+    async fn record_contact(
+        &self,
+        key: &ContactKey,
+        answer: &Lookup<(Cpf, Option<String>)>,
+        negative_until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        match answer {
+            Lookup::Found((cpf, name)) => {
+                let party = upsert_party(&mut tx, cpf, name.as_deref()).await?;
+                insert_contact(&mut tx, party, key.kind().as_str(), key.value(), "lookup").await?;
+                sqlx::query("DELETE FROM core.negative_lookups WHERE kind = $1 AND value = $2")
+                    .bind(key.kind().as_str())
+                    .bind(key.value())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Lookup::NotFound => {
+                sqlx::query(
+                    "INSERT INTO core.negative_lookups (kind, value, provider, expires_at)
+                     VALUES ($1, $2, 'diretrix', $3)
+                     ON CONFLICT (kind, value) DO UPDATE
+                       SET expires_at = EXCLUDED.expires_at, created_at = now()",
+                )
+                .bind(key.kind().as_str())
+                .bind(key.value())
+                .bind(negative_until)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_person(
+        &self,
+        cpf: &Cpf,
+        fresh_since: OffsetDateTime,
+    ) -> Result<Option<Lookup<StoredPerson>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT e.data, e.fetched_at FROM core.party_enrichments e
+               JOIN core.parties p ON p.id = e.party_id
+              WHERE p.cpf = $1 AND e.fetched_at >= $2
+              ORDER BY e.fetched_at DESC, e.id DESC LIMIT 1",
+        )
+        .bind(cpf.as_str())
+        .bind(fresh_since)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            let data: Value = row.try_get("data")?;
+            let person: Person = serde_json::from_value(data)
+                .map_err(|_| StoreError::Corrupt("enrichment data".into()))?;
+            return Ok(Some(Lookup::Found(StoredPerson {
+                person,
+                fetched_at: row.try_get("fetched_at")?,
+            })));
+        }
+        let negative: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM core.negative_lookups
+              WHERE kind = 'cpf' AND value = $1 AND expires_at > now()",
+        )
+        .bind(cpf.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(negative.map(|_| Lookup::NotFound))
+    }
+
+    async fn record_person(
+        &self,
+        cpf: &Cpf,
+        answer: &Lookup<(Value, Person)>,
+        provider: &str,
+        negative_until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        match answer {
+            Lookup::Found((raw, person)) => {
+                let party = upsert_party(&mut tx, cpf, person.name.as_deref()).await?;
+                for (kind, value) in person_contacts(person) {
+                    insert_contact(&mut tx, party, kind, &value, "person").await?;
+                }
+                let data = serde_json::to_value(person)
+                    .map_err(|e| StoreError::Database(format!("serializing person: {e}")))?;
+                sqlx::query(
+                    "INSERT INTO core.party_enrichments (party_id, provider, raw, data)
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(party)
+                .bind(provider)
+                .bind(raw)
+                .bind(data)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM core.negative_lookups WHERE kind = 'cpf' AND value = $1")
+                    .bind(cpf.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Lookup::NotFound => {
+                sqlx::query(
+                    "INSERT INTO core.negative_lookups (kind, value, provider, expires_at)
+                     VALUES ('cpf', $1, $2, $3)
+                     ON CONFLICT (kind, value) DO UPDATE
+                       SET expires_at = EXCLUDED.expires_at, created_at = now()",
+                )
+                .bind(cpf.as_str())
+                .bind(provider)
+                .bind(negative_until)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn party_counts(&self) -> Result<PartyCounts, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM core.parties) AS parties,
+                    (SELECT count(*) FROM core.party_contacts) AS contacts,
+                    (SELECT count(*) FROM core.party_enrichments) AS enrichments,
+                    (SELECT count(*) FROM core.lead_parties) AS lead_links,
+                    (SELECT count(*) FROM core.negative_lookups) AS negatives",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(PartyCounts {
+            parties: row.try_get("parties")?,
+            contacts: row.try_get("contacts")?,
+            enrichments: row.try_get("enrichments")?,
+            lead_links: row.try_get("lead_links")?,
+            negatives: row.try_get("negatives")?,
+        })
+    }
+}

@@ -1,0 +1,588 @@
+//! The SQLite store: the embedded default, for one instance only.
+//!
+//! Same model and guarantees as the Postgres store within one process. Instants are integer
+//! microseconds (UTC) computed here, because SQLite has no timestamp type; write transactions
+//! begin IMMEDIATE so two writers queue on the busy timeout instead of failing on upgrade.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    ClaimedEvent, EventRecord, Finish, InsertOutcome, LeadLink, Lookup, NewEvent, PartyCounts,
+    Store, StoreError, StoredPerson, person_contacts,
+};
+use crate::domain::{ContactKey, Cpf, Person};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn micros(t: OffsetDateTime) -> i64 {
+    // i64 microseconds cover ±292,000 years around 1970.
+    (t.unix_timestamp_nanos() / 1_000) as i64
+}
+
+fn from_micros(m: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(m) * 1_000)
+        .map_err(|_| StoreError::Corrupt("timestamp out of range".into()))
+}
+
+fn now() -> i64 {
+    micros(OffsetDateTime::now_utc())
+}
+
+fn json(text: &str, what: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(|_| StoreError::Corrupt(format!("{what} is not JSON")))
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|_| StoreError::Unavailable("invalid sqlite url".into()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let path = options.get_filename();
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create the database directory: {e}"))
+            })?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+const EVENT_COLUMNS: &str = "id, source, lead_id, event_at, action, payload, attempts, \
+     contact_set, message, (send_started_at IS NOT NULL) AS send_started";
+
+const RECORD_COLUMNS: &str = "id, source, lead_id, event_at, action, state, attempts, outcome, \
+     last_error, (delivered_at IS NOT NULL) AS delivered";
+
+fn claimed_from_row(
+    row: &sqlx::sqlite::SqliteRow,
+    claim: Uuid,
+) -> Result<ClaimedEvent, StoreError> {
+    let payload: String = row.try_get("payload")?;
+    Ok(ClaimedEvent {
+        id: row.try_get("id")?,
+        claim,
+        source: row.try_get("source")?,
+        lead_id: row.try_get("lead_id")?,
+        event_at: from_micros(row.try_get("event_at")?)?,
+        action: row.try_get("action")?,
+        payload: json(&payload, "event payload")?,
+        attempts: row.try_get("attempts")?,
+        contact_set: row.try_get("contact_set")?,
+        message: row.try_get("message")?,
+        send_started: row.try_get("send_started")?,
+    })
+}
+
+fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<EventRecord, StoreError> {
+    Ok(EventRecord {
+        id: row.try_get("id")?,
+        source: row.try_get("source")?,
+        lead_id: row.try_get("lead_id")?,
+        event_at: from_micros(row.try_get("event_at")?)?,
+        action: row.try_get("action")?,
+        state: row.try_get("state")?,
+        attempts: row.try_get("attempts")?,
+        outcome: row.try_get("outcome")?,
+        last_error: row.try_get("last_error")?,
+        delivered: row.try_get("delivered")?,
+    })
+}
+
+async fn upsert_party(
+    tx: &mut sqlx::SqliteConnection,
+    cpf: &Cpf,
+    name: Option<&str>,
+) -> Result<i64, StoreError> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO parties (cpf, name, created_at, updated_at) VALUES ($1, $2, $3, $3)
+         ON CONFLICT (cpf) DO UPDATE
+           SET name = COALESCE(excluded.name, parties.name), updated_at = excluded.updated_at
+         RETURNING id",
+    )
+    .bind(cpf.as_str())
+    .bind(name)
+    .bind(now())
+    .fetch_one(tx)
+    .await?;
+    Ok(id)
+}
+
+async fn insert_contact(
+    tx: &mut sqlx::SqliteConnection,
+    party_id: i64,
+    kind: &str,
+    value: &str,
+    source: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO party_contacts (party_id, kind, value, source, created_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (kind, value, source, party_id) DO UPDATE SET created_at = excluded.created_at",
+    )
+    .bind(party_id)
+    .bind(kind)
+    .bind(value)
+    .bind(source)
+    .bind(now())
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+async fn remember_negative(
+    tx: &mut sqlx::SqliteConnection,
+    kind: &str,
+    value: &str,
+    provider: &str,
+    until: OffsetDateTime,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO negative_lookups (kind, value, provider, expires_at, created_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (kind, value) DO UPDATE
+           SET expires_at = excluded.expires_at, created_at = excluded.created_at",
+    )
+    .bind(kind)
+    .bind(value)
+    .bind(provider)
+    .bind(micros(until))
+    .bind(now())
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+async fn negative_exists(pool: &SqlitePool, kind: &str, value: &str) -> Result<bool, StoreError> {
+    let hit: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM negative_lookups WHERE kind = $1 AND value = $2 AND expires_at > $3",
+    )
+    .bind(kind)
+    .bind(value)
+    .bind(now())
+    .fetch_optional(pool)
+    .await?;
+    Ok(hit.is_some())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ready(&self) -> Result<bool, StoreError> {
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(v) => v,
+                Err(sqlx::Error::Database(_)) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
+        Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+    }
+
+    async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<InsertOutcome>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut out = Vec::with_capacity(events.len());
+        let at = now();
+        for e in events {
+            let id: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO webhook_inbox
+                   (source, lead_id, event_at, action, payload, next_attempt_at, received_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $6)
+                 ON CONFLICT (source, lead_id, event_at) DO NOTHING
+                 RETURNING id",
+            )
+            .bind(e.source)
+            .bind(e.lead_id.as_str())
+            .bind(micros(e.event_at))
+            .bind(&e.action)
+            .bind(e.payload.to_string())
+            .bind(at)
+            .fetch_optional(&mut *tx)
+            .await?;
+            out.push(id.map_or(InsertOutcome::Duplicate, InsertOutcome::Accepted));
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn claim_events(
+        &self,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedEvent>, StoreError> {
+        let claim = Uuid::now_v7();
+        let at = now();
+        // One statement, so the select and the update are atomic without a lock: SQLite
+        // runs one writer at a time.
+        let sql = format!(
+            "UPDATE webhook_inbox
+                SET state = 'processing', claim_token = $1, lease_until = $2, updated_at = $3
+              WHERE id IN (
+                SELECT i.id FROM webhook_inbox i
+                 WHERE ((i.state = 'pending' AND i.next_attempt_at <= $3)
+                     OR (i.state = 'processing' AND i.lease_until < $3))
+                   AND NOT EXISTS (
+                     SELECT 1 FROM webhook_inbox e
+                      WHERE e.source = i.source AND e.lead_id = i.lead_id
+                        AND e.state IN ('pending', 'processing')
+                        AND (e.event_at, e.id) < (i.event_at, i.id))
+                 ORDER BY i.next_attempt_at, i.id
+                 LIMIT $4)
+             RETURNING {EVENT_COLUMNS}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(claim.to_string())
+            .bind(at + lease.as_micros() as i64)
+            .bind(at)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| claimed_from_row(r, claim)).collect()
+    }
+
+    async fn previous_contact_set(
+        &self,
+        event: &ClaimedEvent,
+    ) -> Result<Option<String>, StoreError> {
+        let set: Option<String> = sqlx::query_scalar(
+            "SELECT contact_set FROM webhook_inbox
+             WHERE source = $1 AND lead_id = $2 AND contact_set IS NOT NULL
+               AND (event_at, id) < ($3, $4)
+             ORDER BY event_at DESC, id DESC LIMIT 1",
+        )
+        .bind(&event.source)
+        .bind(&event.lead_id)
+        .bind(micros(event.event_at))
+        .bind(event.id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(set)
+    }
+
+    async fn save_rendered(
+        &self,
+        event: &ClaimedEvent,
+        contact_set: &str,
+        message: &str,
+        links: &[LeadLink],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE webhook_inbox SET contact_set = $3, message = $4, updated_at = $5
+             WHERE id = $1 AND claim_token = $2 AND state = 'processing'",
+        )
+        .bind(event.id)
+        .bind(event.claim.to_string())
+        .bind(contact_set)
+        .bind(message)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(false);
+        }
+        for link in links {
+            sqlx::query(
+                "INSERT INTO lead_parties (source, lead_id, party_id, contact_kind, linked_at)
+                 SELECT $1, $2, id, $4, $5 FROM parties WHERE cpf = $3
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&event.source)
+            .bind(&event.lead_id)
+            .bind(link.cpf.as_str())
+            .bind(link.via.as_str())
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn mark_sending(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {
+        let at = now();
+        let n = sqlx::query(
+            "UPDATE webhook_inbox SET send_started_at = $3, updated_at = $3
+             WHERE id = $1 AND claim_token = $2 AND state = 'processing'",
+        )
+        .bind(event.id)
+        .bind(event.claim.to_string())
+        .bind(at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn finish(&self, event: &ClaimedEvent, finish: Finish) -> Result<bool, StoreError> {
+        let at = now();
+        let claim = event.claim.to_string();
+        let q = match finish {
+            Finish::Done {
+                outcome,
+                contact_set,
+            } => sqlx::query(
+                "UPDATE webhook_inbox
+                    SET state = 'done', outcome = $3,
+                        contact_set = COALESCE($4, contact_set),
+                        delivered_at = CASE WHEN $3 = 'delivered' THEN $5 ELSE NULL END,
+                        send_started_at = NULL, claim_token = NULL, lease_until = NULL,
+                        last_error = NULL, updated_at = $5
+                  WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(event.id)
+            .bind(claim)
+            .bind(outcome)
+            .bind(contact_set)
+            .bind(at),
+            Finish::Retry { at: due, error } => sqlx::query(
+                "UPDATE webhook_inbox
+                    SET state = 'pending', attempts = attempts + 1, next_attempt_at = $3,
+                        last_error = $4, send_started_at = NULL, claim_token = NULL,
+                        lease_until = NULL, updated_at = $5
+                  WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(event.id)
+            .bind(claim)
+            .bind(micros(due))
+            .bind(error)
+            .bind(at),
+            Finish::Dead { reason } => sqlx::query(
+                "UPDATE webhook_inbox
+                    SET state = 'dead', attempts = attempts + 1, outcome = 'dead',
+                        last_error = $3, send_started_at = NULL, claim_token = NULL,
+                        lease_until = NULL, updated_at = $4
+                  WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(event.id)
+            .bind(claim)
+            .bind(reason)
+            .bind(at),
+        };
+        Ok(q.execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    async fn event(&self, id: i64) -> Result<Option<EventRecord>, StoreError> {
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM webhook_inbox WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn events(
+        &self,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM webhook_inbox
+              WHERE ($1 IS NULL OR state = $1) ORDER BY id DESC LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(state)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn event_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, count(*) FROM webhook_inbox GROUP BY state ORDER BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    async fn find_contact(&self, key: &ContactKey) -> Result<Option<Lookup<Cpf>>, StoreError> {
+        let cpf: Option<String> = sqlx::query_scalar(
+            "SELECT p.cpf FROM party_contacts c JOIN parties p ON p.id = c.party_id
+              WHERE c.kind = $1 AND c.value = $2 AND c.source = 'lookup'
+              ORDER BY c.created_at DESC, c.id DESC LIMIT 1",
+        )
+        .bind(key.kind().as_str())
+        .bind(key.value())
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(cpf) = cpf {
+            let cpf = Cpf::parse(&cpf).map_err(|_| StoreError::Corrupt("party cpf".into()))?;
+            return Ok(Some(Lookup::Found(cpf)));
+        }
+        Ok(
+            negative_exists(&self.pool, key.kind().as_str(), key.value())
+                .await?
+                .then_some(Lookup::NotFound),
+        )
+    }
+
+    async fn record_contact(
+        &self,
+        key: &ContactKey,
+        answer: &Lookup<(Cpf, Option<String>)>,
+        negative_until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        match answer {
+            Lookup::Found((cpf, name)) => {
+                let party = upsert_party(&mut tx, cpf, name.as_deref()).await?;
+                insert_contact(&mut tx, party, key.kind().as_str(), key.value(), "lookup").await?;
+                sqlx::query("DELETE FROM negative_lookups WHERE kind = $1 AND value = $2")
+                    .bind(key.kind().as_str())
+                    .bind(key.value())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Lookup::NotFound => {
+                remember_negative(
+                    &mut tx,
+                    key.kind().as_str(),
+                    key.value(),
+                    "diretrix",
+                    negative_until,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_person(
+        &self,
+        cpf: &Cpf,
+        fresh_since: OffsetDateTime,
+    ) -> Result<Option<Lookup<StoredPerson>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT e.data, e.fetched_at FROM party_enrichments e
+               JOIN parties p ON p.id = e.party_id
+              WHERE p.cpf = $1 AND e.fetched_at >= $2
+              ORDER BY e.fetched_at DESC, e.id DESC LIMIT 1",
+        )
+        .bind(cpf.as_str())
+        .bind(micros(fresh_since))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            let data: String = row.try_get("data")?;
+            let person: Person = serde_json::from_str(&data)
+                .map_err(|_| StoreError::Corrupt("enrichment data".into()))?;
+            return Ok(Some(Lookup::Found(StoredPerson {
+                person,
+                fetched_at: from_micros(row.try_get("fetched_at")?)?,
+            })));
+        }
+        Ok(negative_exists(&self.pool, "cpf", cpf.as_str())
+            .await?
+            .then_some(Lookup::NotFound))
+    }
+
+    async fn record_person(
+        &self,
+        cpf: &Cpf,
+        answer: &Lookup<(Value, Person)>,
+        provider: &str,
+        negative_until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        match answer {
+            Lookup::Found((raw, person)) => {
+                let party = upsert_party(&mut tx, cpf, person.name.as_deref()).await?;
+                for (kind, value) in person_contacts(person) {
+                    insert_contact(&mut tx, party, kind, &value, "person").await?;
+                }
+                let data = serde_json::to_string(person)
+                    .map_err(|e| StoreError::Database(format!("serializing person: {e}")))?;
+                sqlx::query(
+                    "INSERT INTO party_enrichments (party_id, provider, raw, data, fetched_at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(party)
+                .bind(provider)
+                .bind(raw.to_string())
+                .bind(data)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM negative_lookups WHERE kind = 'cpf' AND value = $1")
+                    .bind(cpf.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Lookup::NotFound => {
+                remember_negative(&mut tx, "cpf", cpf.as_str(), provider, negative_until).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn party_counts(&self) -> Result<PartyCounts, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM parties) AS parties,
+                    (SELECT count(*) FROM party_contacts) AS contacts,
+                    (SELECT count(*) FROM party_enrichments) AS enrichments,
+                    (SELECT count(*) FROM lead_parties) AS lead_links,
+                    (SELECT count(*) FROM negative_lookups) AS negatives",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(PartyCounts {
+            parties: row.try_get("parties")?,
+            contacts: row.try_get("contacts")?,
+            enrichments: row.try_get("enrichments")?,
+            lead_links: row.try_get("lead_links")?,
+            negatives: row.try_get("negatives")?,
+        })
+    }
+}

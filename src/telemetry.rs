@@ -1,0 +1,64 @@
+//! Logging: human-readable in development, JSON lines in production.
+//!
+//! Our code logs personal data only through the domain types' masked `Display`. Dependencies
+//! are another matter: reqwest logs request URLs at debug (the Work API URL holds the token and
+//! a CPF), so their levels are pinned below debug here whatever `RUST_LOG` says, unless the
+//! operator names such a crate explicitly.
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::config::AppEnv;
+
+/// Crates whose debug output can carry URLs, headers or SQL arguments.
+const PINNED: &[&str] = &[
+    "reqwest",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rustls",
+    "sqlx",
+    "tower",
+    "wiremock",
+];
+
+/// The filter for `spec` (a `RUST_LOG`-style string), with the pinned crates held at `warn`
+/// unless `spec` names them.
+pub fn filter(spec: &str) -> EnvFilter {
+    let mut filter = EnvFilter::new(spec);
+    for krate in PINNED {
+        let named = spec.split(',').any(|d| d.trim().starts_with(krate));
+        if !named && let Ok(d) = format!("{krate}=warn").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
+}
+
+/// Installs the global subscriber. Call once, from the binary.
+pub fn init(env: AppEnv) {
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    init_with(env == AppEnv::Production, &spec, std::io::stdout);
+}
+
+/// Installs a subscriber writing to `writer`; tests use this to capture every line.
+pub fn init_with<W>(json: bool, spec: &str, writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter(spec))
+        .with_writer(writer)
+        .with_target(true);
+    let result = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+    // A second init (tests) keeps the first subscriber.
+    let _ = result;
+}

@@ -1,0 +1,247 @@
+//! Workers: take events from the inbox with bounded concurrency and carry each one through
+//! normalize -> resolve -> store -> render -> deliver.
+//!
+//! The store's claim guarantees one event per lead at a time, in order, and that an event
+//! abandoned by a stopped process comes back when its lease runs out; this module only has to
+//! bound how many run here. On shutdown it stops claiming and lets in-flight events finish for
+//! up to `workers.drain_secs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::delivery::{self, UNKNOWN_OUTCOME, after_failure};
+use crate::domain::ContactKey;
+use crate::intake::c2s::{Action, C2sEvent};
+use crate::message::{Finding, Via};
+use crate::state::AppState;
+use crate::store::{ClaimedEvent, Finish, LeadLink, Lookup, contact_set};
+
+/// Runs until `shutdown` is cancelled, then drains.
+pub async fn run(state: AppState, shutdown: CancellationToken) {
+    let settings = &state.settings.workers;
+    let slots = Arc::new(Semaphore::new(settings.concurrency));
+    let lease = Duration::from_secs(settings.lease_secs);
+    let poll = Duration::from_millis(settings.poll_interval_ms);
+    let mut tasks = JoinSet::new();
+    tracing::info!(concurrency = settings.concurrency, "workers started");
+
+    while !shutdown.is_cancelled() {
+        while tasks.try_join_next().is_some() {}
+        let free = slots.available_permits();
+        let mut claimed_all = false;
+        if free > 0 {
+            match state.store.claim_events(free as u32, lease).await {
+                Ok(events) => {
+                    claimed_all = !events.is_empty() && events.len() == free;
+                    for event in events {
+                        let Ok(permit) = slots.clone().acquire_owned().await else {
+                            break;
+                        };
+                        let state = state.clone();
+                        tasks.spawn(async move {
+                            process(&state, event).await;
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "claiming events failed"),
+            }
+        }
+        if claimed_all && slots.available_permits() > 0 {
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = state.wake.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+
+    let drain = Duration::from_secs(settings.drain_secs);
+    let in_flight = tasks.len();
+    if in_flight > 0 {
+        tracing::info!(in_flight, "draining in-flight events");
+    }
+    let drained =
+        tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = tasks.len(),
+            "drain timed out; unfinished events return when their lease expires"
+        );
+        tasks.shutdown().await;
+    }
+    tracing::info!("workers stopped");
+}
+
+/// Carries one claimed event to its end state.
+#[tracing::instrument(name = "event", skip_all, fields(event = event.id, lead = %event.lead_id, action = %event.action))]
+pub async fn process(state: &AppState, event: ClaimedEvent) {
+    let finish = handle(state, &event).await;
+    match &finish {
+        Finish::Done { outcome, .. } => tracing::info!(outcome = %outcome, "event done"),
+        Finish::Retry { error, at } => {
+            tracing::warn!(error = %error, retry_at = %at, "event will be retried")
+        }
+        Finish::Dead { reason } => tracing::error!(reason = %reason, "event dead-lettered"),
+    }
+    match state.store.finish(&event, finish).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("claim lost: another worker took this event over"),
+        // The lease will run out and the event comes back.
+        Err(e) => tracing::error!(error = %e, "recording the event's outcome failed"),
+    }
+}
+
+async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
+    if event.send_started {
+        return Finish::Dead {
+            reason: UNKNOWN_OUTCOME.into(),
+        };
+    }
+    let parsed = match C2sEvent::from_payload(&event.payload, "") {
+        Ok(p) => p,
+        Err(e) => {
+            return Finish::Dead {
+                reason: format!("stored payload unreadable: {e}"),
+            };
+        }
+    };
+    let message = match &event.message {
+        Some(m) => m.clone(),
+        None => match prepare(state, event, &parsed).await {
+            Ok(Prepared::Send(m)) => m,
+            Ok(Prepared::Skip { outcome, set }) => {
+                return Finish::Done {
+                    outcome: outcome.into(),
+                    contact_set: Some(set),
+                };
+            }
+            Err(finish) => return finish,
+        },
+    };
+    delivery::deliver(state, event, &parsed.lead_id, &message).await
+}
+
+enum Prepared {
+    Send(String),
+    Skip { outcome: &'static str, set: String },
+}
+
+/// Decides whether the event needs a message and, if so, resolves, links and renders it.
+async fn prepare(
+    state: &AppState,
+    event: &ClaimedEvent,
+    parsed: &C2sEvent,
+) -> Result<Prepared, Finish> {
+    for (field, reason) in &parsed.customer.rejected {
+        tracing::info!(field, reason = %reason, "contact dropped");
+    }
+    let keys = parsed.customer.keys();
+    let set = contact_set(&keys);
+    match &parsed.action {
+        Action::Close => {
+            return Ok(Prepared::Skip {
+                outcome: "closed",
+                set,
+            });
+        }
+        Action::Other(_) => {
+            return Ok(Prepared::Skip {
+                outcome: "ignored_action",
+                set,
+            });
+        }
+        Action::Update => {
+            let previous = state
+                .store
+                .previous_contact_set(event)
+                .await
+                .map_err(|e| transient(state, event, format!("store: {e}")))?;
+            if previous.as_deref() == Some(set.as_str()) {
+                return Ok(Prepared::Skip {
+                    outcome: "unchanged",
+                    set,
+                });
+            }
+        }
+        Action::Create => {}
+    }
+    if keys.is_empty() {
+        return Ok(Prepared::Skip {
+            outcome: "no_contact",
+            set,
+        });
+    }
+
+    let (findings, links) = resolve(state, &keys).await.map_err(|e| {
+        after_failure(
+            &state.settings.delivery,
+            event,
+            e.is_transient(),
+            e.retry_after(),
+            e.to_string(),
+        )
+    })?;
+    let message = state
+        .renderer()
+        .render(parsed.customer.name.as_deref(), &findings)
+        .map_err(|e| Finish::Dead {
+            reason: format!("message: {e}"),
+        })?;
+    match state
+        .store
+        .save_rendered(event, &set, &message, &links)
+        .await
+    {
+        Ok(_) => Ok(Prepared::Send(message)),
+        Err(e) => Err(transient(state, event, format!("store: {e}"))),
+    }
+}
+
+fn transient(state: &AppState, event: &ClaimedEvent, error: String) -> Finish {
+    after_failure(&state.settings.delivery, event, true, None, error)
+}
+
+/// Resolves every key concurrently: what each led to, and the parties to link the lead to.
+async fn resolve(
+    state: &AppState,
+    keys: &[ContactKey],
+) -> Result<(Vec<Finding>, Vec<LeadLink>), crate::resolution::ResolveError> {
+    let results = join_all(keys.iter().map(|key| async move {
+        let (contact, _) = state.resolver.contact(key).await?;
+        let person = match &contact {
+            Lookup::Found(cpf) => match state.resolver.person(cpf).await?.0 {
+                Lookup::Found(p) => Some(p),
+                Lookup::NotFound => None,
+            },
+            Lookup::NotFound => None,
+        };
+        Ok::<_, crate::resolution::ResolveError>((key, contact, person))
+    }))
+    .await;
+
+    let mut findings = Vec::new();
+    let mut links = Vec::new();
+    for result in results {
+        let (key, contact, person) = result?;
+        if let Lookup::Found(cpf) = contact {
+            links.push(LeadLink {
+                cpf,
+                via: key.kind(),
+            });
+        }
+        let via = match key {
+            ContactKey::Phone(p) => Via::Phone(p.national()),
+            ContactKey::Email(e) => Via::Email(e.as_str().to_owned()),
+        };
+        findings.push(Finding { via, person });
+    }
+    Ok((findings, links))
+}
