@@ -41,8 +41,23 @@ pub fn init(env: AppEnv) {
     init_with(env == AppEnv::Production, &spec, std::io::stdout);
 }
 
-/// Installs a subscriber writing to `writer`; tests use this to capture every line.
+/// Installs a subscriber writing to `writer` as the global default.
 pub fn init_with<W>(json: bool, spec: &str, writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    // A second init (tests) keeps the first subscriber.
+    let _ = tracing::subscriber::set_global_default(subscriber(json, spec, writer));
+    let _ = tracing_log::LogTracer::init();
+}
+
+/// The subscriber the service logs through: JSON lines or human-readable text, filtered.
+/// Tests install it as a scoped default to capture every line of a run.
+pub fn subscriber<W>(
+    json: bool,
+    spec: &str,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -50,15 +65,16 @@ where
         .with_env_filter(filter(spec))
         .with_writer(writer)
         .with_target(true);
-    let result = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init()
+    if json {
+        Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        )
     } else {
-        builder.try_init()
-    };
-    // A second init (tests) keeps the first subscriber.
-    let _ = result;
+        Box::new(builder.finish())
+    }
 }

@@ -177,22 +177,23 @@ impl Store for PgStore {
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
         let claim = Uuid::now_v7();
         let sql = format!(
-            "WITH due AS (
+            "WITH due (due_id) AS (
                SELECT i.id FROM webhook_inbox i
                WHERE ((i.state = 'pending' AND i.next_attempt_at <= now())
                    OR (i.state = 'processing' AND i.lease_until < now()))
                  AND NOT EXISTS (
                    SELECT 1 FROM webhook_inbox e
-                   WHERE e.source = i.source AND e.lead_id = i.lead_id
-                     AND e.state IN ('pending', 'processing')
-                     AND (e.event_at, e.id) < (i.event_at, i.id))
+                   WHERE e.source = i.source AND e.lead_id = i.lead_id AND e.id <> i.id
+                     AND ((e.state IN ('pending', 'processing')
+                           AND (e.event_at, e.id) < (i.event_at, i.id))
+                       OR (e.state = 'processing' AND e.lease_until >= now())))
                ORDER BY i.next_attempt_at, i.id
                LIMIT $1
                FOR UPDATE SKIP LOCKED)
              UPDATE webhook_inbox w
                 SET state = 'processing', claim_token = $2,
                     lease_until = now() + make_interval(secs => $3), updated_at = now()
-               FROM due WHERE w.id = due.id
+               FROM due WHERE w.id = due.due_id
              RETURNING {EVENT_COLUMNS}"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))

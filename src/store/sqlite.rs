@@ -270,9 +270,10 @@ impl Store for SqliteStore {
                      OR (i.state = 'processing' AND i.lease_until < $3))
                    AND NOT EXISTS (
                      SELECT 1 FROM webhook_inbox e
-                      WHERE e.source = i.source AND e.lead_id = i.lead_id
-                        AND e.state IN ('pending', 'processing')
-                        AND (e.event_at, e.id) < (i.event_at, i.id))
+                      WHERE e.source = i.source AND e.lead_id = i.lead_id AND e.id <> i.id
+                        AND ((e.state IN ('pending', 'processing')
+                              AND (e.event_at, e.id) < (i.event_at, i.id))
+                          OR (e.state = 'processing' AND e.lease_until >= $3)))
                  ORDER BY i.next_attempt_at, i.id
                  LIMIT $4)
              RETURNING {EVENT_COLUMNS}"

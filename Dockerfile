@@ -1,0 +1,57 @@
+# Enricher: build with cargo-chef so dependencies are a cached layer, run on a slim image.
+#
+#   docker build -t enricher .
+#   docker run --rm -p 8080:8080 -e DATABASE_URL=postgres://... enricher          # serve
+#   docker run --rm -e DATABASE_URL=postgres://... enricher migrate              # migrate
+#
+# Builder and runtime are both Debian 12 (bookworm): a binary linked against a newer glibc
+# (e.g. trixie) may not start on bookworm.
+
+# ---- chef: toolchain + cargo-chef -------------------------------------------------------
+FROM rust:1.95-bookworm AS chef
+RUN cargo install cargo-chef --locked
+WORKDIR /app
+
+# ---- planner: reduce the workspace to a dependency recipe ----------------------------------
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+# ---- builder: cook the dependencies (cached until Cargo.toml/Cargo.lock change), then build --
+FROM chef AS builder
+COPY --from=planner /app/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json
+# The sources; config/default.toml, config/templates/ and migrations/ are compiled into the
+# binary (include_str!, sqlx::migrate!), so they must be in the build context.
+COPY . .
+RUN cargo build --release --locked --bin enricher
+
+# ---- runtime ----------------------------------------------------------------------------------
+FROM debian:bookworm-slim AS runtime
+
+# reqwest (rustls) verifies server certificates against the system store.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN groupadd --gid 10001 enricher \
+    && useradd --uid 10001 --gid 10001 --no-create-home --no-log-init \
+        --home-dir /nonexistent --shell /usr/sbin/nologin enricher
+
+# WORKDIR /app so the relative ./config (and the SQLite default sqlite://data/enricher.db)
+# resolve inside the image.
+WORKDIR /app
+COPY --from=builder /app/target/release/enricher /app/enricher
+COPY config/ /app/config/
+# Migrations are embedded in the binary: no migrations/ at runtime.
+# data/ is only used by the SQLite fallback; it must be writable by the non-root user.
+RUN mkdir -p /app/data && chown 10001:10001 /app/data
+
+ENV APP_ENV=production
+USER 10001:10001
+
+# 8080: HTTP API (PORT / ENRICHER__SERVER__PORT); 9091: Prometheus metrics (private).
+EXPOSE 8080 9091
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/app/enricher"]
+CMD ["serve"]

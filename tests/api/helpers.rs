@@ -1,0 +1,450 @@
+//! Test harness: a fresh database per test (Postgres from a migrated template, or a SQLite
+//! file in a temp dir), a wiremock server per outside API, and the application on port 0.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use enricher::config::{AppEnv, Settings};
+use enricher::startup::Application;
+use enricher::state::AppState;
+use enricher::store::{DynStore, EventRecord};
+use serde_json::Value;
+use sqlx::Connection;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use wiremock::MockServer;
+
+pub const C2S_TOKEN: &str = "c2s-api-token-test-value";
+pub const WORK_TOKEN: &str = "work-api-token-test-value";
+pub const DIRETRIX_USER: &str = "diretrix-user-test";
+pub const DIRETRIX_PASSWORD: &str = "diretrix-password-test-value";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// The server that tests create databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let mut u = url::Url::parse(url).expect("TEST_DATABASE_URL must be a URL");
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+
+/// A migrated template database, made once per migration set and shared by every test
+/// process; an advisory lock keeps parallel test binaries from racing to create it.
+async fn template() -> &'static str {
+    TEMPLATE
+        .get_or_init(|| async {
+            let mut digest = 0u64;
+            let mut files: Vec<_> = std::fs::read_dir("migrations/postgres")
+                .expect("migrations/postgres")
+                .map(|e| e.expect("dir entry").path())
+                .collect();
+            files.sort();
+            for f in files {
+                for b in std::fs::read(&f).expect("migration file") {
+                    // FNV-1a: stable across runs, unlike the std hasher.
+                    digest = (digest ^ u64::from(b)).wrapping_mul(0x100000001b3);
+                }
+            }
+            let name = format!("enricher_tpl_{digest:016x}");
+            let admin = postgres_admin_url();
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("Postgres for tests: set TEST_DATABASE_URL or start one on 127.0.0.1:5432");
+            sqlx::query("SELECT pg_advisory_lock(727001)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let exists: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                    .bind(&name)
+                    .fetch_optional(&mut conn)
+                    .await
+                    .unwrap();
+            if exists.is_none() {
+                // Built under a temporary name and renamed when complete, so a crash midway
+                // never leaves a half-migrated template behind.
+                let building = format!("{name}_building");
+                let drop = format!("DROP DATABASE IF EXISTS {building}");
+                sqlx::query(sqlx::AssertSqlSafe(drop))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let create = format!("CREATE DATABASE {building}");
+                sqlx::query(sqlx::AssertSqlSafe(create))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                {
+                    let store =
+                        enricher::store::PgStore::connect(&with_database(&admin, &building), 2)
+                            .await
+                            .unwrap();
+                    use enricher::store::Store;
+                    store.migrate().await.unwrap();
+                    store.pool().close().await;
+                }
+                let rename = format!("ALTER DATABASE {building} RENAME TO {name}");
+                sqlx::query(sqlx::AssertSqlSafe(rename))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            sqlx::query("SELECT pg_advisory_unlock(727001)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            name
+        })
+        .await
+}
+
+/// One test's database; dropped (Postgres) or deleted (SQLite) with the value.
+pub struct TestDb {
+    pub url: String,
+    pg_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Postgres => {
+                let template = template().await;
+                let name = format!("enricher_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = postgres_admin_url();
+                let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+                let create = format!("CREATE DATABASE {name} TEMPLATE {template}");
+                sqlx::query(sqlx::AssertSqlSafe(create))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                TestDb {
+                    url: with_database(&admin, &name),
+                    pg_name: Some(name),
+                    _dir: None,
+                }
+            }
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                TestDb {
+                    url,
+                    pg_name: None,
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+
+    /// A store on this database, migrated.
+    pub async fn store(&self) -> DynStore {
+        let settings = enricher::config::DatabaseSettings {
+            url: self.url.clone().into(),
+            max_connections: 5,
+        };
+        let store = enricher::store::connect(&settings).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    /// Drops the database out from under the application (Postgres only).
+    pub async fn destroy(&self) {
+        if let Some(name) = &self.pg_name {
+            let mut conn = sqlx::PgConnection::connect(&postgres_admin_url())
+                .await
+                .unwrap();
+            let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop runs outside async; a short-lived thread with its own runtime does the I/O.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A running application with its database and one mock server per outside API.
+pub struct TestApp {
+    pub address: String,
+    pub state: AppState,
+    pub diretrix: Arc<MockServer>,
+    pub work_api: Arc<MockServer>,
+    pub c2s: Arc<MockServer>,
+    pub db: Arc<TestDb>,
+    pub http: reqwest::Client,
+    settings: Settings,
+    shutdown: CancellationToken,
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Settings for a test: everything pointed at the mocks, fast polling and retries.
+pub fn test_settings(
+    db: &TestDb,
+    diretrix: &MockServer,
+    work_api: &MockServer,
+    c2s: &MockServer,
+) -> Settings {
+    let vars: HashMap<String, String> = [
+        ("DATABASE_URL", db.url.clone()),
+        ("PORT", "0".to_owned()),
+        ("ENRICHER__SERVER__HOST", "127.0.0.1".to_owned()),
+        ("ENRICHER__SANDBOX__ENABLED", "false".to_owned()),
+        ("ENRICHER__DIRETRIX__BASE_URL", diretrix.uri()),
+        ("ENRICHER__DIRETRIX__USER", DIRETRIX_USER.to_owned()),
+        ("ENRICHER__DIRETRIX__PASSWORD", DIRETRIX_PASSWORD.to_owned()),
+        ("ENRICHER__WORK_API__BASE_URL", work_api.uri()),
+        ("ENRICHER__WORK_API__TOKEN", WORK_TOKEN.to_owned()),
+        ("ENRICHER__C2S__BASE_URL", c2s.uri()),
+        ("ENRICHER__C2S__TOKEN", C2S_TOKEN.to_owned()),
+        ("ENRICHER__C2S__TIMEOUT_MS", "3000".to_owned()),
+        ("ENRICHER__WORKERS__POLL_INTERVAL_MS", "25".to_owned()),
+        ("ENRICHER__WORKERS__CONCURRENCY", "16".to_owned()),
+        ("ENRICHER__WORKERS__DRAIN_SECS", "10".to_owned()),
+        ("ENRICHER__DELIVERY__BASE_DELAY_MS", "20".to_owned()),
+        ("ENRICHER__DELIVERY__MAX_DELAY_SECS", "1".to_owned()),
+        ("ENRICHER__DELIVERY__MAX_ATTEMPTS", "4".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    Settings::load_from(AppEnv::Development, Path::new("config"), &vars).expect("test settings")
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settings)) -> TestApp {
+    // TEST_LOG=debug shows the application's logs while debugging a test.
+    if let Ok(spec) = std::env::var("TEST_LOG") {
+        enricher::telemetry::init_with(false, &spec, std::io::stdout);
+    }
+    let db = Arc::new(TestDb::new(backend).await);
+    let (diretrix, work_api, c2s) = (
+        Arc::new(MockServer::start().await),
+        Arc::new(MockServer::start().await),
+        Arc::new(MockServer::start().await),
+    );
+    let mut settings = test_settings(&db, &diretrix, &work_api, &c2s);
+    customize(&mut settings);
+    start(settings, db, diretrix, work_api, c2s).await
+}
+
+async fn start(
+    settings: Settings,
+    db: Arc<TestDb>,
+    diretrix: Arc<MockServer>,
+    work_api: Arc<MockServer>,
+    c2s: Arc<MockServer>,
+) -> TestApp {
+    let app = Application::build(settings.clone())
+        .await
+        .expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    let shutdown = app.shutdown_token();
+    let running = Some(tokio::spawn(app.run_until_stopped()));
+    TestApp {
+        address,
+        state,
+        diretrix,
+        work_api,
+        c2s,
+        db,
+        http: reqwest::Client::new(),
+        settings,
+        shutdown,
+        running,
+    }
+}
+
+impl TestApp {
+    pub fn store(&self) -> &DynStore {
+        &self.state.store
+    }
+
+    /// Stops gracefully: intake closes, in-flight events finish.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.running.take() {
+            handle.await.unwrap().unwrap();
+        }
+    }
+
+    /// Stops this instance and starts a new one on the same database and mocks, with
+    /// empty memory: what a deploy or a crash-and-restart looks like.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        let settings = self.settings.clone();
+        start(
+            settings,
+            self.db.clone(),
+            self.diretrix.clone(),
+            self.work_api.clone(),
+            self.c2s.clone(),
+        )
+        .await
+    }
+
+    pub async fn post_c2s(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/v1/webhooks/c2s", self.address))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Posts and returns the inbox ids of the accepted events.
+    pub async fn post_c2s_ok(&self, body: &Value) -> Vec<i64> {
+        let response = self.post_c2s(body).await;
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.unwrap();
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["event_id"].as_i64())
+            .collect()
+    }
+
+    /// Waits until the event reaches a final state (done or dead) and returns it.
+    pub async fn wait_final(&self, id: i64) -> EventRecord {
+        let store = self.store().clone();
+        wait_for(
+            &format!("event {id} to finish"),
+            Duration::from_secs(20),
+            || {
+                let store = store.clone();
+                async move {
+                    let event = store.event(id).await.ok()??;
+                    matches!(event.state.as_str(), "done" | "dead").then_some(event)
+                }
+            },
+        )
+        .await
+    }
+
+    /// Messages the C2S mock received, as (lead id, body).
+    pub async fn c2s_messages(&self) -> Vec<(String, String)> {
+        self.c2s
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path().ends_with("/create_message"))
+            .map(|r| {
+                let body: Value = serde_json::from_slice(&r.body).unwrap();
+                (
+                    body["leadId"].as_str().unwrap().to_owned(),
+                    body["body"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `deadline` naming what it waited for.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A C2S webhook event.
+pub fn c2s_event(
+    lead: &str,
+    action: &str,
+    updated_at: &str,
+    phone: Option<&str>,
+    email: Option<&str>,
+) -> Value {
+    serde_json::json!({
+        "id": lead,
+        "hook_action": action,
+        "attributes": {
+            "updated_at": updated_at,
+            "customer": {"name": "Maria Aparecida Souza", "phone": phone, "email": email},
+            "product": {"description": "Apartamento", "prop_ref": "AP-1", "price": "1.00"},
+            "channel": "portal"
+        }
+    })
+}
+
+pub fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).unwrap()
+}
+
+/// Runs a test body once per backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                ($body)($crate::helpers::Backend::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                ($body)($crate::helpers::Backend::Sqlite).await
+            }
+        }
+    };
+}

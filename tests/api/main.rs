@@ -1,0 +1,10 @@
+//! Integration tests: the application on port 0 against a real database (Postgres and
+//! SQLite) with wiremock standing in for every outside API. One binary, so it links once.
+
+mod config;
+mod delivery;
+mod helpers;
+mod intake;
+mod logs;
+mod pipeline;
+mod store;

@@ -1,0 +1,529 @@
+//! The pipeline end to end: tiers, single flight, negative answers, actions, ordering.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wiremock::matchers::{basic_auth, bearer_token, method, path, path_regex, query_param};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::both_backends;
+use crate::helpers::*;
+
+pub const CPF: &str = "52601815906";
+pub const PHONE_NATIONAL: &str = "11987654321";
+pub const EMAIL: &str = "maria.souza@example.com";
+
+pub async fn mock_diretrix_phone(
+    server: &MockServer,
+    national: &str,
+    body: serde_json::Value,
+    times: u64,
+) {
+    Mock::given(method("GET"))
+        .and(path(format!("/Consultas/Pessoa/Telefone/{national}")))
+        .and(basic_auth(DIRETRIX_USER, DIRETRIX_PASSWORD))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+pub async fn mock_diretrix_email(
+    server: &MockServer,
+    email: &str,
+    body: serde_json::Value,
+    times: u64,
+) {
+    Mock::given(method("GET"))
+        .and(path(format!("/Consultas/Pessoa/Email/{email}")))
+        .and(basic_auth(DIRETRIX_USER, DIRETRIX_PASSWORD))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+pub async fn mock_work(server: &MockServer, cpf: &str, body: serde_json::Value, times: u64) {
+    Mock::given(method("GET"))
+        .and(path("/api"))
+        .and(query_param("token", WORK_TOKEN))
+        .and(query_param("modulo", "cpf"))
+        .and(query_param("consulta", cpf))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+pub async fn mock_c2s_ok(server: &MockServer, times: u64) {
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/integration/leads/[^/]+/create_message$"))
+        .and(bearer_token(C2S_TOKEN))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+/// Diretrix and the Work API both know Maria, by phone and by email, once each.
+pub async fn mock_maria(app: &TestApp) {
+    mock_diretrix_phone(
+        &app.diretrix,
+        PHONE_NATIONAL,
+        fixture("diretrix_found.json"),
+        1,
+    )
+    .await;
+    mock_diretrix_email(&app.diretrix, EMAIL, fixture("diretrix_found.json"), 1).await;
+    mock_work(&app.work_api, CPF, fixture("work_api_person.json"), 1).await;
+}
+
+async fn verify_all(app: &TestApp) {
+    app.diretrix.verify().await;
+    app.work_api.verify().await;
+    app.c2s.verify().await;
+}
+
+both_backends!(
+    a_new_lead_is_enriched_stored_and_posted_and_every_format_of_its_contacts_hits_the_cache,
+    |backend| async move {
+        let app = spawn_app(backend).await;
+        mock_maria(&app).await;
+        mock_c2s_ok(&app.c2s, 3).await;
+
+        let ids = app.post_c2s_ok(&fixture("c2s_webhook_create.json")).await;
+        let event = app.wait_final(ids[0]).await;
+        assert_eq!(
+            (event.state.as_str(), event.outcome.as_deref()),
+            ("done", Some("delivered"))
+        );
+
+        let messages = app.c2s_messages().await;
+        assert_eq!(messages.len(), 1);
+        let (lead, body) = &messages[0];
+        assert_eq!(lead, "a1b2c3d4e5f60718293a4b5c");
+        for expected in [
+            "Telefone e e-mail da mesma pessoa",
+            "MARIA APARECIDA SOUZA",
+            "CPF: 526.018.159-06",
+            "R$ 8.500,50",
+            "✅ DADOS PESSOAIS",
+            "💰 DADOS FINANCEIROS",
+            "🏢 EMPRESAS",
+        ] {
+            assert!(
+                body.contains(expected),
+                "message lacks {expected:?}:\n{body}"
+            );
+        }
+        let counts = app.store().party_counts().await.unwrap();
+        assert_eq!(
+            (counts.parties, counts.enrichments, counts.lead_links),
+            (1, 1, 2)
+        );
+
+        // Another lead, the same person written differently: memory answers.
+        let other = c2s_event(
+            "L-2",
+            "on_create_lead",
+            "2026-11-20T15:00:00Z",
+            Some("+55 11 98765 4321"),
+            Some(" MARIA.Souza@EXAMPLE.com"),
+        );
+        let ids = app.post_c2s_ok(&other).await;
+        assert_eq!(
+            app.wait_final(ids[0]).await.outcome.as_deref(),
+            Some("delivered")
+        );
+
+        // After a restart memory is empty: the database answers, still no provider call.
+        let app = app.restart().await;
+        let third = c2s_event(
+            "L-3",
+            "on_create_lead",
+            "2026-11-20T16:00:00Z",
+            Some("011 98765-4321"),
+            Some("maria.souza@example.com"),
+        );
+        let ids = app.post_c2s_ok(&third).await;
+        assert_eq!(
+            app.wait_final(ids[0]).await.outcome.as_deref(),
+            Some("delivered")
+        );
+        let messages = app.c2s_messages().await;
+        assert_eq!(messages.len(), 3);
+        assert!(messages[2].1.contains("CPF: 526.018.159-06"));
+        assert_eq!(
+            app.store().party_counts().await.unwrap().enrichments,
+            1,
+            "nothing bought twice"
+        );
+        verify_all(&app).await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_events_for_one_new_contact_pay_each_provider_exactly_once() {
+    const N: usize = 25;
+    let app = spawn_app_with(Backend::Postgres, |s| s.workers.concurrency = 32).await;
+    // Slow providers widen the window in which the events overlap.
+    Mock::given(method("GET"))
+        .and(path(format!("/Consultas/Pessoa/Telefone/{PHONE_NATIONAL}")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(fixture("diretrix_found.json"))
+                .set_delay(Duration::from_millis(400)),
+        )
+        .expect(1)
+        .mount(&app.diretrix)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api"))
+        .and(query_param("consulta", CPF))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(fixture("work_api_person.json"))
+                .set_delay(Duration::from_millis(400)),
+        )
+        .expect(1)
+        .mount(&app.work_api)
+        .await;
+    mock_c2s_ok(&app.c2s, N as u64).await;
+
+    let posts = (0..N).map(|i| {
+        let event = c2s_event(
+            &format!("burst-{i}"),
+            "on_create_lead",
+            "2026-11-20T10:00:00Z",
+            Some("(11) 98765-4321"),
+            None,
+        );
+        let app = &app;
+        async move { app.post_c2s_ok(&event).await }
+    });
+    let ids: Vec<i64> = futures::future::join_all(posts)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(ids.len(), N);
+    for id in ids {
+        assert_eq!(
+            app.wait_final(id).await.outcome.as_deref(),
+            Some("delivered")
+        );
+    }
+    verify_all(&app).await;
+}
+
+both_backends!(
+    a_work_api_not_found_is_remembered_and_never_stored_as_a_person,
+    |backend| async move {
+        let app = spawn_app(backend).await;
+        mock_diretrix_phone(
+            &app.diretrix,
+            PHONE_NATIONAL,
+            fixture("diretrix_found.json"),
+            1,
+        )
+        .await;
+        mock_work(&app.work_api, CPF, fixture("work_api_not_found.json"), 1).await;
+        mock_c2s_ok(&app.c2s, 3).await;
+
+        let first = c2s_event(
+            "L-1",
+            "on_create_lead",
+            "2026-11-20T10:00:00Z",
+            Some(PHONE_NATIONAL),
+            None,
+        );
+        let ids = app.post_c2s_ok(&first).await;
+        assert_eq!(
+            app.wait_final(ids[0]).await.outcome.as_deref(),
+            Some("delivered")
+        );
+        let counts = app.store().party_counts().await.unwrap();
+        assert_eq!(counts.enrichments, 0, "a not-found is not an enrichment");
+        assert_eq!(counts.negatives, 1);
+        let body = &app.c2s_messages().await[0].1;
+        assert!(body.contains("nenhum dado encontrado"), "{body}");
+        assert!(!body.contains("DADOS PESSOAIS"), "{body}");
+
+        let second = c2s_event(
+            "L-2",
+            "on_create_lead",
+            "2026-11-20T10:00:00Z",
+            Some(PHONE_NATIONAL),
+            None,
+        );
+        let ids = app.post_c2s_ok(&second).await;
+        app.wait_final(ids[0]).await;
+        let app = app.restart().await;
+        let third = c2s_event(
+            "L-3",
+            "on_create_lead",
+            "2026-11-20T10:00:00Z",
+            Some(PHONE_NATIONAL),
+            None,
+        );
+        let ids = app.post_c2s_ok(&third).await;
+        assert_eq!(
+            app.wait_final(ids[0]).await.outcome.as_deref(),
+            Some("delivered")
+        );
+        verify_all(&app).await;
+    }
+);
+
+both_backends!(
+    nobody_found_by_diretrix_is_remembered_across_restarts,
+    |backend| async move {
+        let app = spawn_app(backend).await;
+        mock_diretrix_phone(&app.diretrix, PHONE_NATIONAL, json!([]), 1).await;
+        Mock::given(method("GET"))
+            .and(path(format!("/Consultas/Pessoa/Email/{EMAIL}")))
+            .respond_with(ResponseTemplate::new(404))
+            .expect(1)
+            .mount(&app.diretrix)
+            .await;
+        mock_work(&app.work_api, CPF, json!({}), 0).await;
+        mock_c2s_ok(&app.c2s, 2).await;
+
+        let first = c2s_event(
+            "L-1",
+            "on_create_lead",
+            "2026-11-20T10:00:00Z",
+            Some(PHONE_NATIONAL),
+            Some(EMAIL),
+        );
+        let ids = app.post_c2s_ok(&first).await;
+        assert_eq!(
+            app.wait_final(ids[0]).await.outcome.as_deref(),
+            Some("delivered")
+        );
+        let body = &app.c2s_messages().await[0].1;
+        assert!(body.contains("nenhum dado encontrado"), "{body}");
+        assert_eq!(app.store().party_counts().await.unwrap().negatives, 2);
+
+        let app = app.restart().await;
+        let second = c2s_event(
+            "L-2",
+            "on_create_lead",
+            "2026-11-20T10:00:00Z",
+            Some(PHONE_NATIONAL),
+            Some(EMAIL),
+        );
+        let ids = app.post_c2s_ok(&second).await;
+        assert_eq!(
+            app.wait_final(ids[0]).await.outcome.as_deref(),
+            Some("delivered")
+        );
+        verify_all(&app).await;
+    }
+);
+
+both_backends!(
+    updates_post_only_when_the_contacts_changed_and_closes_post_nothing,
+    |backend| async move {
+        let app = spawn_app(backend).await;
+        mock_maria(&app).await;
+        let other_phone = "21998765432";
+        mock_diretrix_phone(&app.diretrix, other_phone, json!([]), 1).await;
+        mock_c2s_ok(&app.c2s, 2).await;
+
+        let steps = [
+            (
+                "on_create_lead",
+                "2026-11-20T10:00:00Z",
+                Some("(11) 98765-4321"),
+                Some(EMAIL),
+                "delivered",
+            ),
+            // Same contacts, written differently: nothing new to say.
+            (
+                "on_update_lead",
+                "2026-11-20T11:00:00Z",
+                Some("+5511987654321"),
+                Some(" Maria.Souza@example.com"),
+                "unchanged",
+            ),
+            (
+                "hook_on_update_lead",
+                "2026-11-20T12:00:00Z",
+                Some(other_phone),
+                Some(EMAIL),
+                "delivered",
+            ),
+            (
+                "on_close_lead",
+                "2026-11-20T13:00:00Z",
+                Some("21 99999 0000"),
+                None,
+                "closed",
+            ),
+        ];
+        for (action, at, phone, email, outcome) in steps {
+            let ids = app
+                .post_c2s_ok(&c2s_event("L-1", action, at, phone, email))
+                .await;
+            let event = app.wait_final(ids[0]).await;
+            assert_eq!(event.outcome.as_deref(), Some(outcome), "{action} at {at}");
+        }
+        assert_eq!(app.c2s_messages().await.len(), 2);
+        verify_all(&app).await;
+    }
+);
+
+/// Records when each request arrived, then answers after a delay.
+struct Timed {
+    arrivals: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Respond for Timed {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        self.arrivals.lock().unwrap().push((
+            Instant::now(),
+            body["body"].as_str().unwrap_or("").to_owned(),
+        ));
+        ResponseTemplate::new(201).set_delay(Duration::from_millis(300))
+    }
+}
+
+both_backends!(
+    one_leads_events_are_processed_in_order_and_never_at_once,
+    |backend| async move {
+        let app = spawn_app(backend).await;
+        let phones = ["11987650001", "11987650002", "11987650003"];
+        for p in phones {
+            mock_diretrix_phone(&app.diretrix, p, json!([]), 1).await;
+        }
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        Mock::given(method("POST"))
+            .respond_with(Timed {
+                arrivals: arrivals.clone(),
+            })
+            .expect(3)
+            .mount(&app.c2s)
+            .await;
+
+        // Sent newest first, in one batch: the workers must still go oldest first, one at a time.
+        let batch = json!([
+            c2s_event(
+                "L-1",
+                "on_update_lead",
+                "2026-11-20T12:00:00Z",
+                Some(phones[2]),
+                None
+            ),
+            c2s_event(
+                "L-1",
+                "on_update_lead",
+                "2026-11-20T11:00:00Z",
+                Some(phones[1]),
+                None
+            ),
+            c2s_event(
+                "L-1",
+                "on_create_lead",
+                "2026-11-20T10:00:00Z",
+                Some(phones[0]),
+                None
+            ),
+        ]);
+        let ids = app.post_c2s_ok(&batch).await;
+        for id in &ids {
+            assert_eq!(
+                app.wait_final(*id).await.outcome.as_deref(),
+                Some("delivered")
+            );
+        }
+        let arrivals = arrivals.lock().unwrap().clone();
+        let order: Vec<usize> = arrivals
+            .iter()
+            .map(|(_, body)| {
+                phones
+                    .iter()
+                    .position(|p| body.contains(&format!("{}-{}", &p[2..7], &p[7..])))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(order, [0, 1, 2], "processed in updated_at order");
+        for pair in arrivals.windows(2) {
+            let gap = pair[1].0 - pair[0].0;
+            assert!(
+                gap >= Duration::from_millis(290),
+                "overlapping deliveries for one lead: {gap:?}"
+            );
+        }
+        verify_all(&app).await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nothing_configured_the_sandbox_answers_and_keeps_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = [
+        (
+            "DATABASE_URL".to_owned(),
+            format!("sqlite://{}", dir.path().join("e.db").display()),
+        ),
+        ("PORT".to_owned(), "0".to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    let settings = enricher::config::Settings::load_from(
+        enricher::config::AppEnv::Development,
+        std::path::Path::new("config"),
+        &vars,
+    )
+    .unwrap();
+    assert!(settings.sandbox_enabled());
+    let app = enricher::startup::Application::build(settings)
+        .await
+        .unwrap();
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let token = app.shutdown_token();
+    let running = tokio::spawn(app.run_until_stopped());
+
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{address}/api/v1/webhooks/c2s"))
+        .json(&fixture("c2s_webhook_create.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body = wait_for(
+        "the sandbox CRM to receive the message",
+        Duration::from_secs(20),
+        || {
+            let http = http.clone();
+            let address = address.clone();
+            async move {
+                let list: serde_json::Value = http
+                    .get(format!("{address}/sandbox/messages"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                list["messages"]
+                    .as_array()?
+                    .first()
+                    .map(|m| m["body"].as_str().unwrap_or("").to_owned())
+            }
+        },
+    )
+    .await;
+    assert!(
+        body.contains("ENRIQUECIMENTO")
+            || body.contains("Encontrado")
+            || body.contains("nenhum dado"),
+        "{body}"
+    );
+    token.cancel();
+    running.await.unwrap().unwrap();
+}
