@@ -348,4 +348,28 @@ mod tests {
         assert!(event.customer.keys().is_empty());
         assert!(event.customer.rejected.is_empty());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn every_updated_at_form_of_one_instant_parses_to_that_instant(
+            secs in 946_684_800i64..4_102_444_800i64,
+            millis in 0u32..1000,
+            offset_minutes in -720i32..=840,
+        ) {
+            let instant = OffsetDateTime::from_unix_timestamp(secs).unwrap()
+                .replace_millisecond(millis as u16).unwrap();
+            let offset = UtcOffset::from_whole_seconds(offset_minutes / 15 * 15 * 60).unwrap();
+            let local = instant.to_offset(offset);
+            let rfc3339 = local.format(&time::format_description::well_known::Rfc3339).unwrap();
+            let spaced = local.format(format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3] [offset_hour sign:mandatory][offset_minute]"
+            )).unwrap();
+            let naive_utc = instant.format(format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]"
+            )).unwrap();
+            for raw in [rfc3339, spaced, naive_utc] {
+                proptest::prop_assert_eq!(parse_updated_at(&raw), Some(instant), "{}", raw);
+            }
+        }
+    }
 }

@@ -182,8 +182,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<InsertOutcome>, StoreError>;
 
     /// Takes up to `limit` events that are due: pending ones whose time has come and
-    /// processing ones whose lease ran out, never an event while an earlier one of the same
-    /// lead is unfinished.
+    /// processing ones whose lease ran out. Never an event while an earlier one of the same
+    /// lead is unfinished, nor while another event of the lead holds a live lease.
     async fn claim_events(
         &self,
         limit: u32,
