@@ -22,6 +22,8 @@ pub mod domain;
 pub mod http;
 pub mod intake;
 pub mod message;
+pub mod metrics;
+pub mod operators;
 pub mod providers;
 pub mod resolution;
 pub mod startup;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::message::MessageRenderer;
+use crate::metrics::Metrics;
 use crate::providers::c2s::C2sClient;
 use crate::providers::diretrix::DiretrixClient;
 use crate::providers::sandbox::Sandbox;
@@ -49,6 +50,8 @@ pub enum StartupError {
 
 pub struct Application {
     listener: TcpListener,
+    /// Serves `/metrics` only, on its own port so it is never public.
+    metrics_listener: TcpListener,
     state: AppState,
     /// Cancelled to stop: the server stops accepting, workers drain, the sandbox stops.
     shutdown: CancellationToken,
@@ -110,6 +113,10 @@ impl Application {
             secret(&settings.c2s.token),
             Duration::from_millis(settings.c2s.timeout_ms),
         );
+        let metrics = Arc::new(Metrics::new(
+            settings.diretrix.price_per_call,
+            settings.work_api.price_per_call,
+        ));
         let resolver = Resolver::new(
             store.clone(),
             Arc::new(diretrix),
@@ -120,6 +127,7 @@ impl Application {
                 max_age: Duration::from_secs(settings.cache.max_age_days * 86_400),
             },
             settings.cache.max_bytes,
+            metrics.clone(),
         );
         let renderer = match &settings.message.template_path {
             Some(path) => {
@@ -137,18 +145,29 @@ impl Application {
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
+        let addr = format!("{}:{}", settings.server.host, settings.metrics.port);
+        let metrics_listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
 
         let state = AppState {
             settings: Arc::new(settings),
             store,
             resolver: Arc::new(resolver),
             crm: Arc::new(crm),
+            metrics,
             renderer: Arc::new(renderer),
             sandbox,
             wake: Arc::new(Notify::new()),
         };
+        let warm = state.settings.cache.warm_on_start;
+        if warm > 0 {
+            let loaded = crate::operators::cache::warm(&state, warm).await?;
+            tracing::info!(loaded, "memory cache warmed from the database");
+        }
         Ok(Application {
             listener,
+            metrics_listener,
             state,
             shutdown,
         })
@@ -161,6 +180,14 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.local_addr().port()
+    }
+
+    pub fn metrics_port(&self) -> u16 {
+        // A bound listener always has an address.
+        self.metrics_listener
+            .local_addr()
+            .expect("bound listener")
+            .port()
     }
 
     pub fn state(&self) -> &AppState {
@@ -177,10 +204,21 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Application {
             listener,
+            metrics_listener,
             state,
             shutdown,
         } = self;
         let workers = tokio::spawn(crate::worker::run(state.clone(), shutdown.child_token()));
+        let metrics_app = crate::operators::metrics_router(state.clone());
+        let metrics_stop = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(metrics_listener, metrics_app)
+                .with_graceful_shutdown(metrics_stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "metrics listener stopped");
+            }
+        });
         tracing::info!(addr = %listener.local_addr()?, "listening");
         let app = crate::http::router(state);
         let served = axum::serve(listener, app)

@@ -6,6 +6,7 @@ use tokio::sync::Notify;
 
 use crate::config::Settings;
 use crate::message::MessageRenderer;
+use crate::metrics::Metrics;
 use crate::providers::Crm;
 use crate::providers::sandbox::Sandbox;
 use crate::resolution::Resolver;
@@ -21,6 +22,8 @@ pub struct AppState {
     pub resolver: Arc<Resolver>,
     /// Where messages are posted.
     pub crm: Arc<dyn Crm>,
+    /// Counters and gauges rendered on the metrics port.
+    pub metrics: Arc<Metrics>,
     /// The message template, compiled once.
     pub renderer: Arc<crate::message::MessageRenderer>,
     /// The in-process provider simulator, when enabled; stops with the app's shutdown token.

@@ -94,6 +94,7 @@ pub async fn deliver(
     }
     match state.crm.post_message(lead, message).await {
         Ok(()) => {
+            state.metrics.delivery("ok");
             tracing::info!("message delivered");
             Finish::Done {
                 outcome: "delivered".into(),
@@ -101,6 +102,7 @@ pub async fn deliver(
             }
         }
         Err(e) => {
+            state.metrics.delivery(e.class());
             tracing::warn!(error = %e, class = e.class(), attempt = event.attempts + 1, "delivery failed");
             after_failure(
                 &state.settings.delivery,

@@ -23,6 +23,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    Conflict(String),
     #[error("{field}: {problem}")]
     Unprocessable { field: String, problem: String },
     /// The database could not take the write: the sender should retry.
@@ -33,6 +35,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The short machine-readable code, also used as a metrics label.
+    pub fn code_name(&self) -> &'static str {
+        self.code().1
+    }
+
     fn code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
@@ -44,7 +51,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
-            ApiError::Unprocessable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_event"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unprocessable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

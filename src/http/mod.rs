@@ -1,8 +1,10 @@
 //! HTTP edge: routes from every resource module merged into one router, the layers every
-//! request passes through, and the probes.
+//! request passes through, the probes, and the OpenAPI document.
 //!
-//! Request logs carry the method, the route's path and a request id, never the query string
-//! (it may hold the webhook token) nor sensitive headers.
+//! Every public and admin route is registered through `utoipa_axum`, so the router and the
+//! OpenAPI document come from the same declarations and cannot drift. Request logs carry the
+//! method, the route's path and a request id, never the query string (it may hold the
+//! webhook token) nor sensitive headers.
 
 pub mod auth;
 pub mod error;
@@ -15,28 +17,79 @@ use axum::extract::{MatchedPath, State};
 use axum::http::{HeaderName, Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use serde_json::json;
+use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::error::ApiError;
 use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Enricher",
+        description = "Enriches CRM leads with person data, paying each provider at most once per person. \
+                       Metrics are served separately, on the metrics port, at GET /metrics."
+    ),
+    modifiers(&SecuritySchemes)
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "webhook_token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Webhook-Token"))),
+        );
+    }
+}
+
+/// The routes and their OpenAPI document, from the same declarations. The sandbox route is
+/// documented always; it answers 404 when the sandbox is off.
+pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(sandbox_messages))
+        .merge(crate::intake::router())
+        .merge(crate::operators::router())
+        .split_for_parts()
+}
+
+/// The OpenAPI document of every public and admin route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().1
+}
+
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.settings.server.request_timeout_secs);
-    let mut app = Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .merge(crate::intake::router());
-    if state.sandbox.is_some() {
-        app = app.route("/sandbox/messages", get(sandbox_messages));
-    }
-    app.with_state(state)
+    let (routes, doc) = routes();
+    let doc = std::sync::Arc::new(doc);
+    routes
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .with_state(state)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
@@ -69,38 +122,69 @@ pub fn router(state: AppState) -> Router {
         ]))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
 /// Alive: the process answers.
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/health", tag = "probes", responses((status = 200, body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: &'static str,
+    pub database: Option<&'static str>,
+    pub reason: Option<&'static str>,
 }
 
 /// Ready: the database answers and every migration is applied.
-async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/ready", tag = "probes",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let not_ready = |reason| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Readiness {
+                status: "not_ready",
+                database: None,
+                reason: Some(reason),
+            }),
+        )
+    };
     match state.store.ready().await {
         Ok(true) => (
             StatusCode::OK,
-            Json(json!({ "status": "ready", "database": state.store.backend() })),
+            Json(Readiness {
+                status: "ready",
+                database: Some(state.store.backend()),
+                reason: None,
+            }),
         ),
-        Ok(false) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "reason": "migrations not applied" })),
-        ),
+        Ok(false) => not_ready("migrations not applied"),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "not_ready", "reason": "database unreachable" })),
-            )
+            not_ready("database unreachable")
         }
     }
 }
 
-/// What the simulated CRM received, oldest first (only while the sandbox runs).
-async fn sandbox_messages(State(state): State<AppState>) -> impl IntoResponse {
-    let messages = state
-        .sandbox
-        .as_ref()
-        .map(|s| s.messages())
-        .unwrap_or_default();
-    Json(json!({ "messages": messages }))
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SandboxMessages {
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<crate::providers::sandbox::SandboxMessage>,
+}
+
+/// What the simulated CRM received, oldest first; 404 unless the sandbox runs.
+#[utoipa::path(get, path = "/sandbox/messages", tag = "sandbox",
+    responses((status = 200, body = SandboxMessages), (status = 404, description = "the sandbox is off")))]
+async fn sandbox_messages(
+    State(state): State<AppState>,
+) -> Result<Json<SandboxMessages>, ApiError> {
+    let sandbox = state.sandbox.as_ref().ok_or(ApiError::NotFound)?;
+    Ok(Json(SandboxMessages {
+        messages: sandbox.messages(),
+    }))
 }

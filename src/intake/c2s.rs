@@ -14,6 +14,9 @@ use crate::store::NewEvent;
 
 pub const SOURCE: &str = "c2s";
 
+/// The inbox action of an event queued by `POST /api/v1/leads/{id}/refresh`.
+pub const REFRESH_ACTION: &str = "refresh";
+
 /// A request body that is JSON but not the contract's shape. `field` names the problem as a
 /// path (`[1].attributes.updated_at`); no value is echoed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +32,8 @@ pub enum Action {
     Create,
     Update,
     Close,
+    /// Queued by an operator: enrich again bypassing every tier, and post.
+    Refresh,
     /// An action this version does not know: recorded, nothing sent.
     Other(String),
 }
@@ -51,6 +56,7 @@ impl Action {
             Action::Create => "on_create_lead",
             Action::Update => "on_update_lead",
             Action::Close => "on_close_lead",
+            Action::Refresh => REFRESH_ACTION,
             Action::Other(s) => s,
         }
     }

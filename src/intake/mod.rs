@@ -8,22 +8,23 @@
 pub mod c2s;
 
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::post;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::auth::{query_param, secret_matches};
 use crate::http::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::store::InsertOutcome;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/webhooks/c2s", post(c2s_webhook))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(c2s_webhook))
 }
 
 /// Proof that the request carried the C2S secret (header `X-Webhook-Token` or query `token`),
@@ -48,21 +49,25 @@ impl FromRequestParts<AppState> for C2sAuthorized {
             Some(given) if secret_matches(expected, &given) => Ok(C2sAuthorized),
             _ => {
                 tracing::warn!(source = "c2s", "webhook rejected: missing or wrong token");
+                state
+                    .metrics
+                    .webhook(c2s::SOURCE, "rejected", "unauthorized");
                 Err(ApiError::Unauthorized)
             }
         }
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct IntakeResponse {
     pub events: Vec<EventReceipt>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventReceipt {
     pub lead_id: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: time::OffsetDateTime,
     /// `accepted` or `duplicate`.
     pub status: &'static str,
@@ -110,10 +115,57 @@ pub async fn read_limited(
     }
 }
 
-#[tracing::instrument(name = "intake.c2s", skip_all, fields(events = tracing::field::Empty))]
+/// One C2S webhook event as documented (the body may also be an array of them). Fields not
+/// listed are kept in the stored payload.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+pub struct C2sEventDoc {
+    /// The C2S lead id.
+    pub id: String,
+    /// `on_create_lead` (default), `on_update_lead`, `on_close_lead`; `hook_` prefix accepted.
+    pub hook_action: Option<String>,
+    /// `updated_at` (RFC 3339, `YYYY-MM-DD HH:MM:SS[.fff] +zzzz` or naive UTC), `customer`
+    /// `{name, email, phone}`, and anything else.
+    #[schema(value_type = Object)]
+    pub attributes: serde_json::Value,
+}
+
+/// Receives C2S lead events; each is stored before the answer says `accepted` or `duplicate`.
+#[utoipa::path(post, path = "/api/v1/webhooks/c2s", tag = "webhooks",
+    request_body(content = C2sEventDoc, description = "one event, or an array of events", content_type = "application/json"),
+    params(("token" = Option<String>, Query, description = "the webhook secret, when not sent in X-Webhook-Token")),
+    security((), ("webhook_token" = [])),
+    responses(
+        (status = 202, body = IntakeResponse),
+        (status = 400, description = "not JSON"),
+        (status = 401, description = "missing or wrong secret"),
+        (status = 413, description = "body over the limit"),
+        (status = 415, description = "not application/json"),
+        (status = 422, description = "JSON of the wrong shape; `field` names the problem"),
+        (status = 503, description = "the database cannot take the write; retry"),
+    ))]
 async fn c2s_webhook(
     State(state): State<AppState>,
     _auth: C2sAuthorized,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<IntakeResponse>)> {
+    let result = accept_c2s(&state, headers, body).await;
+    match &result {
+        Ok((_, Json(response))) => {
+            for receipt in &response.events {
+                state.metrics.webhook(c2s::SOURCE, receipt.status, "none");
+            }
+        }
+        Err(e) => state
+            .metrics
+            .webhook(c2s::SOURCE, "rejected", e.code_name()),
+    }
+    result
+}
+
+#[tracing::instrument(name = "intake.c2s", skip_all, fields(events = tracing::field::Empty))]
+async fn accept_c2s(
+    state: &AppState,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<IntakeResponse>)> {

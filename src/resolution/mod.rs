@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 
 use crate::domain::person::WorkApiAnswer;
 use crate::domain::{ContactKey, Cpf, Person};
+use crate::metrics::{LookupKind, LookupResult, Metrics, Provider};
 use crate::providers::{CpfLookup, PersonData, ProviderError};
 use crate::store::{DynStore, Lookup, StoreError};
 
@@ -115,6 +116,8 @@ pub struct Resolver {
     /// Memory tier; also the single-flight point (concurrent misses share one load).
     cache: Cache<CacheKey, Cached>,
     ttls: Ttls,
+    /// Lookup, provider and money counters.
+    metrics: Arc<Metrics>,
 }
 
 impl Resolver {
@@ -124,6 +127,7 @@ impl Resolver {
         person_data: Arc<dyn PersonData>,
         ttls: Ttls,
         max_bytes: u64,
+        metrics: Arc<Metrics>,
     ) -> Resolver {
         let cache = Cache::builder()
             .max_capacity(max_bytes)
@@ -136,82 +140,78 @@ impl Resolver {
             person_data,
             cache,
             ttls,
+            metrics,
         }
     }
 
     /// Who this contact is: a CPF, or nobody. Returns the tier that answered.
     #[tracing::instrument(name = "resolve.contact", skip_all, fields(key = %key))]
     pub async fn contact(&self, key: &ContactKey) -> Result<(Lookup<Cpf>, Tier), ResolveError> {
-        let entry = self
-            .cache
-            .entry(CacheKey::Contact(key.clone()))
-            .or_try_insert_with(self.load_contact(key))
-            .await
-            .map_err(|e| (*e).clone())?;
-        let tier = if entry.is_fresh() {
-            entry.value().source
-        } else {
-            Tier::Memory
-        };
-        match &entry.value().answer {
-            Answer::Contact(answer) => {
-                tracing::debug!(
-                    tier = tier.as_str(),
-                    found = matches!(answer, Lookup::Found(_)),
-                    "contact resolved"
-                );
-                Ok((answer.clone(), tier))
-            }
-            Answer::Person(_) => unreachable!("contact keys hold contact answers"),
+        let cache_key = CacheKey::Contact(key.clone());
+        match self
+            .through_tiers(cache_key, LookupKind::Contact, self.load_contact(key))
+            .await?
+        {
+            (Answer::Contact(answer), tier) => Ok((answer, tier)),
+            (Answer::Person(_), _) => unreachable!("contact keys hold contact answers"),
         }
     }
 
     /// What is known of this CPF: person data, or nobody. Returns the tier that answered.
     #[tracing::instrument(name = "resolve.person", skip_all, fields(cpf = %cpf))]
     pub async fn person(&self, cpf: &Cpf) -> Result<(Lookup<Arc<Person>>, Tier), ResolveError> {
+        let cache_key = CacheKey::Person(cpf.clone());
+        match self
+            .through_tiers(cache_key, LookupKind::Cpf, self.load_person(cpf))
+            .await?
+        {
+            (Answer::Person(answer), tier) => Ok((answer, tier)),
+            (Answer::Contact(_), _) => unreachable!("person keys hold person answers"),
+        }
+    }
+
+    /// Memory first; on a miss `load` runs once however many callers wait for the same key
+    /// (the single-flight point). Counts the lookup by the tier that answered.
+    async fn through_tiers(
+        &self,
+        key: CacheKey,
+        kind: LookupKind,
+        load: impl Future<Output = Result<Cached, ResolveError>>,
+    ) -> Result<(Answer, Tier), ResolveError> {
         let entry = self
             .cache
-            .entry(CacheKey::Person(cpf.clone()))
-            .or_try_insert_with(self.load_person(cpf))
+            .entry(key)
+            .or_try_insert_with(load)
             .await
             .map_err(|e| (*e).clone())?;
+        // Fresh means this call's load ran; a coalesced waiter or a plain hit is memory.
         let tier = if entry.is_fresh() {
             entry.value().source
         } else {
             Tier::Memory
         };
-        match &entry.value().answer {
-            Answer::Person(answer) => {
-                tracing::debug!(
-                    tier = tier.as_str(),
-                    found = matches!(answer, Lookup::Found(_)),
-                    "person resolved"
-                );
-                Ok((answer.clone(), tier))
-            }
-            Answer::Contact(_) => unreachable!("person keys hold person answers"),
-        }
+        let answer = entry.into_value().answer;
+        let found = match &answer {
+            Answer::Contact(a) => matches!(a, Lookup::Found(_)),
+            Answer::Person(a) => matches!(a, Lookup::Found(_)),
+        };
+        self.count(kind, tier, found);
+        tracing::debug!(
+            kind = kind.as_str(),
+            tier = tier.as_str(),
+            found,
+            "resolved"
+        );
+        Ok((answer, tier))
     }
 
     /// Database, then Diretrix. The answer bought is stored before it is returned.
     async fn load_contact(&self, key: &ContactKey) -> Result<Cached, ResolveError> {
-        let weight = key_weight(key.value().len());
         if let Some(known) = self.store.find_contact(key).await? {
+            let weight = key_weight(key.value().len());
             return Ok(self.cached_contact(known, weight, Tier::Database));
         }
-        let bought = self.cpf_lookup.lookup(key).await?;
-        let answer = match bought {
-            Some(c) => Lookup::Found((c.cpf, c.name)),
-            None => Lookup::NotFound,
-        };
-        self.store
-            .record_contact(key, &answer, self.negative_until())
-            .await?;
-        let answer = match answer {
-            Lookup::Found((cpf, _)) => Lookup::Found(cpf),
-            Lookup::NotFound => Lookup::NotFound,
-        };
-        Ok(self.cached_contact(answer, weight, Tier::Provider))
+        self.buy_contact(key).await
     }
 
     /// Database (fresh enough), then the Work API. Stored before it is returned.
@@ -224,7 +224,34 @@ impl Resolver {
             };
             return Ok(self.cached_person(answer, Tier::Database));
         }
-        let (raw, answer) = self.person_data.fetch(cpf).await?;
+        self.buy_person(cpf).await
+    }
+
+    /// Calls Diretrix and stores the answer before returning it.
+    async fn buy_contact(&self, key: &ContactKey) -> Result<Cached, ResolveError> {
+        let started = std::time::Instant::now();
+        let result = self.cpf_lookup.lookup(key).await;
+        self.count_call(Provider::Diretrix, &result, started.elapsed());
+        let answer = match result? {
+            Some(c) => Lookup::Found((c.cpf, c.name)),
+            None => Lookup::NotFound,
+        };
+        self.store
+            .record_contact(key, &answer, self.negative_until())
+            .await?;
+        let answer = match answer {
+            Lookup::Found((cpf, _)) => Lookup::Found(cpf),
+            Lookup::NotFound => Lookup::NotFound,
+        };
+        Ok(self.cached_contact(answer, key_weight(key.value().len()), Tier::Provider))
+    }
+
+    /// Calls the Work API and stores the answer before returning it.
+    async fn buy_person(&self, cpf: &Cpf) -> Result<Cached, ResolveError> {
+        let started = std::time::Instant::now();
+        let result = self.person_data.fetch(cpf).await;
+        self.count_call(Provider::WorkApi, &result, started.elapsed());
+        let (raw, answer) = result?;
         let answer = match answer {
             WorkApiAnswer::Found(person) => Lookup::Found((raw, person)),
             WorkApiAnswer::NotFound => Lookup::NotFound,
@@ -237,6 +264,24 @@ impl Resolver {
             Lookup::NotFound => Lookup::NotFound,
         };
         Ok(self.cached_person(answer, Tier::Provider))
+    }
+
+    fn count_call<T>(&self, provider: Provider, result: &Result<T, ProviderError>, took: Duration) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.class(),
+        };
+        self.metrics.provider_call(provider, outcome, took);
+    }
+
+    fn count(&self, kind: LookupKind, tier: Tier, found: bool) {
+        let result = match (tier, found) {
+            (Tier::Provider, _) => LookupResult::ProviderCall,
+            (_, false) => LookupResult::NegativeHit,
+            (Tier::Memory, true) => LookupResult::MemoryHit,
+            (Tier::Database, true) => LookupResult::DatabaseHit,
+        };
+        self.metrics.lookup(kind, result);
     }
 
     fn negative_until(&self) -> OffsetDateTime {
@@ -270,6 +315,100 @@ impl Resolver {
             weight,
             source,
         }
+    }
+
+    /// Buys a contact's answer again, bypassing every tier, and keeps it in memory.
+    pub async fn refresh_contact(&self, key: &ContactKey) -> Result<Lookup<Cpf>, ResolveError> {
+        let cached = self.buy_contact(key).await?;
+        self.metrics
+            .lookup(LookupKind::Contact, LookupResult::ProviderCall);
+        let answer = match &cached.answer {
+            Answer::Contact(a) => a.clone(),
+            Answer::Person(_) => unreachable!("contact answers only"),
+        };
+        self.cache
+            .insert(CacheKey::Contact(key.clone()), cached)
+            .await;
+        Ok(answer)
+    }
+
+    /// Buys a CPF's person data again, bypassing every tier, and keeps it in memory.
+    pub async fn refresh_person(&self, cpf: &Cpf) -> Result<Lookup<Arc<Person>>, ResolveError> {
+        let cached = self.buy_person(cpf).await?;
+        self.metrics
+            .lookup(LookupKind::Cpf, LookupResult::ProviderCall);
+        let answer = match &cached.answer {
+            Answer::Person(a) => a.clone(),
+            Answer::Contact(_) => unreachable!("person answers only"),
+        };
+        self.cache
+            .insert(CacheKey::Person(cpf.clone()), cached)
+            .await;
+        Ok(answer)
+    }
+
+    /// What memory holds for a contact right now; never loads.
+    pub async fn peek_contact(&self, key: &ContactKey) -> Option<Lookup<Cpf>> {
+        match self
+            .cache
+            .get(&CacheKey::Contact(key.clone()))
+            .await?
+            .answer
+        {
+            Answer::Contact(a) => Some(a),
+            Answer::Person(_) => None,
+        }
+    }
+
+    /// What memory holds for a CPF right now; never loads.
+    pub async fn peek_person(&self, cpf: &Cpf) -> Option<Lookup<Arc<Person>>> {
+        match self.cache.get(&CacheKey::Person(cpf.clone())).await?.answer {
+            Answer::Person(a) => Some(a),
+            Answer::Contact(_) => None,
+        }
+    }
+
+    /// Drops a contact from memory.
+    pub async fn forget_contact(&self, key: &ContactKey) {
+        self.cache.invalidate(&CacheKey::Contact(key.clone())).await;
+    }
+
+    /// Drops a CPF from memory.
+    pub async fn forget_person(&self, cpf: &Cpf) {
+        self.cache.invalidate(&CacheKey::Person(cpf.clone())).await;
+    }
+
+    /// Drops everything from memory.
+    pub async fn forget_all(&self) {
+        self.cache.invalidate_all();
+        self.cache.run_pending_tasks().await;
+    }
+
+    /// Loads people the database already holds into memory: each person under its CPF, and
+    /// each contact whose lookup found it. Returns how many people were loaded.
+    pub async fn warm(
+        &self,
+        people: impl IntoIterator<Item = (Cpf, Person, Vec<ContactKey>)>,
+    ) -> usize {
+        let mut loaded = 0;
+        for (cpf, person, keys) in people {
+            let cached = self.cached_person(Lookup::Found(Arc::new(person)), Tier::Database);
+            self.cache
+                .insert(CacheKey::Person(cpf.clone()), cached)
+                .await;
+            for key in keys {
+                let weight = key_weight(key.value().len());
+                let cached =
+                    self.cached_contact(Lookup::Found(cpf.clone()), weight, Tier::Database);
+                self.cache.insert(CacheKey::Contact(key), cached).await;
+            }
+            loaded += 1;
+        }
+        loaded
+    }
+
+    pub fn ttls(&self) -> Ttls {
+        self.ttls
     }
 
     /// Entries and weighted size (bytes, approximate) of the memory tier.

@@ -167,6 +167,71 @@ pub struct PartyCounts {
     pub negatives: i64,
 }
 
+/// What [`Store::replay_event`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// The dead event is pending again and due now.
+    Replayed,
+    /// No event has this id.
+    NotFound,
+    /// Only dead events are replayed; this one is in `state` and was left untouched.
+    NotReplayable { state: String },
+}
+
+/// What [`Store::erase_party`] removed. Counts are of rows deleted explicitly, child tables
+/// first, so the foreign-key cascades never remove anything uncounted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Erasure {
+    /// A party with the CPF existed (and is gone).
+    pub found: bool,
+    /// Contact rows of every kind and source.
+    pub contacts: u64,
+    pub enrichments: u64,
+    pub lead_links: u64,
+    /// Remembered not-found answers: the CPF's and those of the party's contact values.
+    pub negatives: u64,
+    /// The party's phone and e-mail contacts (all sources; WhatsApp rows as phones), parsed
+    /// back to canonical keys, sorted and deduplicated, for the caller to drop from memory.
+    /// Rows that no longer parse are still deleted but not listed: no canonical key names them.
+    pub contact_keys: Vec<ContactKey>,
+}
+
+impl Erasure {
+    /// The audit row's `counts`: numbers only, never a value.
+    pub(crate) fn counts_json(&self) -> Value {
+        serde_json::json!({
+            "parties": u64::from(self.found),
+            "contacts": self.contacts,
+            "enrichments": self.enrichments,
+            "lead_links": self.lead_links,
+            "negatives": self.negatives,
+        })
+    }
+}
+
+/// One erasure as audited: when, through which action, for which hashed CPF, and how many
+/// rows of each table went. Holds no personal data.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub action: String,
+    pub cpf_hash: String,
+    pub counts: Value,
+}
+
+/// A person to put back in memory at startup: the latest enrichment, and the contacts whose
+/// lookup currently answers this party.
+#[derive(Debug, Clone)]
+pub struct WarmPerson {
+    pub cpf: Cpf,
+    pub person: Person,
+    pub fetched_at: OffsetDateTime,
+    /// Phone and e-mail keys, newest lookup first.
+    pub lookup_keys: Vec<ContactKey>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// "postgres" or "sqlite".
@@ -252,6 +317,60 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     async fn party_counts(&self) -> Result<PartyCounts, StoreError>;
+
+    /// Puts a dead event back in the queue: pending, due now, attempts 0, no claim, lease,
+    /// "sending" mark or outcome. Its rendered `message` and `contact_set` are kept, so the
+    /// replay posts the same text without paying the providers again, and `last_error` stays
+    /// until the next outcome overwrites it. Events in any other state are left untouched.
+    /// The usual claim order still holds: a replayed event waits while another event of its
+    /// lead holds a live lease.
+    async fn replay_event(&self, id: i64) -> Result<Replay, StoreError>;
+
+    /// [`Store::replay_event`] for every dead event, in one statement; returns how many.
+    async fn replay_dead(&self) -> Result<u64, StoreError>;
+
+    /// The payload of the lead's event with the greatest `event_at` (ties: greatest id),
+    /// whatever its state; `None` when the lead has no event from `source`.
+    async fn latest_event_payload(
+        &self,
+        source: &str,
+        lead_id: &str,
+    ) -> Result<Option<Value>, StoreError>;
+
+    /// Right to erasure, in one transaction: deletes the remembered not-founds of the CPF
+    /// and of every contact value of its party, then the party's lead links, enrichments,
+    /// contacts (every kind and source) and the party itself, and appends one audit row
+    /// (`action`, `cpf_hash`, the counts) that holds no personal data. Without a party the
+    /// CPF's not-found is still deleted and the audit row still written (`found` false).
+    /// The store does not hash: `cpf_hash` is written as given. Inbox rows (payloads,
+    /// rendered messages) are not touched.
+    async fn erase_party(
+        &self,
+        cpf: &Cpf,
+        action: &str,
+        cpf_hash: &str,
+    ) -> Result<Erasure, StoreError>;
+
+    /// The latest `limit` erasure audit rows, newest first.
+    async fn erasure_audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// The `limit` parties enriched most recently (by their latest enrichment's `fetched_at`,
+    /// newest first; ties: latest enrichment id), each with that enrichment's normalized data
+    /// and the phone/e-mail keys for which this party is the lookup answer `find_contact`
+    /// gives (a key whose latest lookup answered another party is not listed). Two queries
+    /// (more on SQLite only past 500 parties, in chunks), never one per person. Contact rows
+    /// that no longer parse are skipped.
+    async fn recent_people(&self, limit: u32) -> Result<Vec<WarmPerson>, StoreError>;
+
+    /// Deletes the remembered not-found of one key (`key_kind` 'phone', 'email' or 'cpf';
+    /// `value` canonical, as stored), expired or not; returns how many rows went (0 or 1).
+    async fn forget_negative(&self, key_kind: &str, value: &str) -> Result<u64, StoreError>;
+
+    /// Deletes every remembered not-found, expired or not; returns how many.
+    async fn forget_all_negatives(&self) -> Result<u64, StoreError>;
+
+    /// Remembered not-founds that have not expired.
+    async fn count_negatives(&self) -> Result<i64, StoreError>;
 }
 
 /// Opens the backend the URL names. Does not migrate.
@@ -299,5 +418,40 @@ pub(crate) fn person_contacts(person: &Person) -> Vec<(&'static str, String)> {
     }
     out.sort();
     out.dedup();
+    out
+}
+
+/// The cache keys of a party's contact rows `(kind, value)`: phones and e-mails parsed back
+/// (WhatsApp rows are phones), sorted and deduplicated; rows that do not parse are skipped.
+pub(crate) fn contact_keys_of(rows: &[(String, String)]) -> Vec<ContactKey> {
+    let mut keys: Vec<ContactKey> = rows
+        .iter()
+        .filter_map(|(kind, value)| {
+            let kind = match kind.as_str() {
+                "whatsapp" => ContactKind::Phone,
+                other => ContactKind::parse(other)?,
+            };
+            ContactKey::from_parts(kind, value).ok()
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Contact rows `(party_id, kind, value)` grouped per party as keys, in row order; rows that
+/// do not parse are skipped.
+pub(crate) fn keys_by_party(
+    rows: Vec<(i64, String, String)>,
+) -> std::collections::HashMap<i64, Vec<ContactKey>> {
+    let mut out: std::collections::HashMap<i64, Vec<ContactKey>> = Default::default();
+    for (party, kind, value) in rows {
+        let Some(kind) = ContactKind::parse(&kind) else {
+            continue;
+        };
+        if let Ok(key) = ContactKey::from_parts(kind, &value) {
+            out.entry(party).or_default().push(key);
+        }
+    }
     out
 }

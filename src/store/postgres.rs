@@ -15,8 +15,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    ClaimedEvent, EventRecord, Finish, InsertOutcome, LeadLink, Lookup, NewEvent, PartyCounts,
-    Store, StoreError, StoredPerson, person_contacts,
+    AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InsertOutcome, LeadLink, Lookup,
+    NewEvent, PartyCounts, Replay, Store, StoreError, StoredPerson, WarmPerson, contact_keys_of,
+    keys_by_party, person_contacts,
 };
 use crate::domain::{ContactKey, Cpf, Person};
 
@@ -120,6 +121,17 @@ async fn insert_contact(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// What a replay resets; the `WHERE` adds which rows. Keeps `message`, `contact_set` and
+/// `last_error`.
+const REPLAY: &str = "UPDATE webhook_inbox
+    SET state = 'pending', attempts = 0, next_attempt_at = now(), claim_token = NULL,
+        lease_until = NULL, send_started_at = NULL, outcome = NULL, updated_at = now()
+  WHERE state = 'dead'";
+
+fn person_from_data(data: Value) -> Result<Person, StoreError> {
+    serde_json::from_value(data).map_err(|_| StoreError::Corrupt("enrichment data".into()))
 }
 
 #[async_trait]
@@ -518,5 +530,204 @@ impl Store for PgStore {
             lead_links: row.try_get("lead_links")?,
             negatives: row.try_get("negatives")?,
         })
+    }
+
+    async fn replay_event(&self, id: i64) -> Result<Replay, StoreError> {
+        let sql = format!("{REPLAY} AND id = $1");
+        let replayed = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if replayed == 1 {
+            return Ok(Replay::Replayed);
+        }
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM webhook_inbox WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(state.map_or(Replay::NotFound, |state| Replay::NotReplayable { state }))
+    }
+
+    async fn replay_dead(&self) -> Result<u64, StoreError> {
+        Ok(sqlx::query(REPLAY)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn latest_event_payload(
+        &self,
+        source: &str,
+        lead_id: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        let payload: Option<Value> = sqlx::query_scalar(
+            "SELECT payload FROM webhook_inbox WHERE source = $1 AND lead_id = $2
+              ORDER BY event_at DESC, id DESC LIMIT 1",
+        )
+        .bind(source)
+        .bind(lead_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(payload)
+    }
+
+    async fn erase_party(
+        &self,
+        cpf: &Cpf,
+        action: &str,
+        cpf_hash: &str,
+    ) -> Result<Erasure, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Locking the party makes concurrent writers of its contacts and links wait for the
+        // erasure (and then find no party) rather than add rows it would miss.
+        let party: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM core.parties WHERE cpf = $1 FOR UPDATE")
+                .bind(cpf.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let mut erasure = Erasure {
+            found: party.is_some(),
+            ..Erasure::default()
+        };
+        if let Some(party) = party {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT kind, value FROM core.party_contacts WHERE party_id = $1")
+                    .bind(party)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            erasure.contact_keys = contact_keys_of(&rows);
+        }
+        erasure.negatives = sqlx::query(
+            "DELETE FROM core.negative_lookups
+              WHERE (kind = 'cpf' AND value = $1)
+                 OR (kind, value) IN (
+                      SELECT CASE kind WHEN 'whatsapp' THEN 'phone' ELSE kind END, value
+                        FROM core.party_contacts WHERE party_id = $2)",
+        )
+        .bind(cpf.as_str())
+        .bind(party)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if let Some(party) = party {
+            // Children first, each counted; the cascades then have nothing left to do.
+            for (table, count) in [
+                ("core.lead_parties", &mut erasure.lead_links),
+                ("core.party_enrichments", &mut erasure.enrichments),
+                ("core.party_contacts", &mut erasure.contacts),
+            ] {
+                let sql = format!("DELETE FROM {table} WHERE party_id = $1");
+                *count = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(party)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            sqlx::query("DELETE FROM core.parties WHERE id = $1")
+                .bind(party)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO core.erasure_audit (action, cpf_hash, counts) VALUES ($1, $2, $3)",
+        )
+        .bind(action)
+        .bind(cpf_hash)
+        .bind(erasure.counts_json())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(erasure)
+    }
+
+    async fn erasure_audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, action, cpf_hash, counts FROM core.erasure_audit
+              ORDER BY at DESC, id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditRecord {
+                    id: row.try_get("id")?,
+                    at: row.try_get("at")?,
+                    action: row.try_get("action")?,
+                    cpf_hash: row.try_get("cpf_hash")?,
+                    counts: row.try_get("counts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn recent_people(&self, limit: u32) -> Result<Vec<WarmPerson>, StoreError> {
+        let rows: Vec<(i64, String, Value, OffsetDateTime)> = sqlx::query_as(
+            "SELECT p.id, p.cpf, e.data, e.fetched_at
+               FROM core.party_enrichments e JOIN core.parties p ON p.id = e.party_id
+              WHERE e.id = (SELECT l.id FROM core.party_enrichments l
+                             WHERE l.party_id = e.party_id
+                             ORDER BY l.fetched_at DESC, l.id DESC LIMIT 1)
+              ORDER BY e.fetched_at DESC, e.id DESC
+              LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let parties: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let contacts: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT c.party_id, c.kind, c.value FROM core.party_contacts c
+              WHERE c.party_id = ANY($1) AND c.source = 'lookup' AND c.kind IN ('phone', 'email')
+                AND NOT EXISTS (
+                  SELECT 1 FROM core.party_contacts n
+                   WHERE n.kind = c.kind AND n.value = c.value AND n.source = 'lookup'
+                     AND (n.created_at, n.id) > (c.created_at, c.id))
+              ORDER BY c.party_id, c.created_at DESC, c.id DESC",
+        )
+        .bind(&parties)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut keys = keys_by_party(contacts);
+        rows.into_iter()
+            .map(|(party, cpf, data, fetched_at)| {
+                Ok(WarmPerson {
+                    cpf: Cpf::parse(&cpf).map_err(|_| StoreError::Corrupt("party cpf".into()))?,
+                    person: person_from_data(data)?,
+                    fetched_at,
+                    lookup_keys: keys.remove(&party).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn forget_negative(&self, key_kind: &str, value: &str) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM core.negative_lookups WHERE kind = $1 AND value = $2")
+                .bind(key_kind)
+                .bind(value)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    async fn forget_all_negatives(&self) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM core.negative_lookups")
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn count_negatives(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM core.negative_lookups WHERE expires_at > now()",
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 }

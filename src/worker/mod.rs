@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{self, UNKNOWN_OUTCOME, after_failure};
 use crate::domain::ContactKey;
-use crate::intake::c2s::{Action, C2sEvent};
+use crate::intake::c2s::{Action, C2sEvent, REFRESH_ACTION};
 use crate::message::{Finding, Via};
 use crate::state::AppState;
 use crate::store::{ClaimedEvent, Finish, LeadLink, Lookup, contact_set};
@@ -85,11 +85,18 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 pub async fn process(state: &AppState, event: ClaimedEvent) {
     let finish = handle(state, &event).await;
     match &finish {
-        Finish::Done { outcome, .. } => tracing::info!(outcome = %outcome, "event done"),
-        Finish::Retry { error, at } => {
-            tracing::warn!(error = %error, retry_at = %at, "event will be retried")
+        Finish::Done { outcome, .. } => {
+            state.metrics.event_finished("done", outcome);
+            tracing::info!(outcome = %outcome, "event done");
         }
-        Finish::Dead { reason } => tracing::error!(reason = %reason, "event dead-lettered"),
+        Finish::Retry { error, at } => {
+            state.metrics.event_finished("retry", "retry");
+            tracing::warn!(error = %error, retry_at = %at, "event will be retried");
+        }
+        Finish::Dead { reason } => {
+            state.metrics.event_finished("dead", "dead");
+            tracing::error!(reason = %reason, "event dead-lettered");
+        }
     }
     match state.store.finish(&event, finish).await {
         Ok(true) => {}
@@ -145,7 +152,13 @@ async fn prepare(
     }
     let keys = parsed.customer.keys();
     let set = contact_set(&keys);
-    match &parsed.action {
+    // A refresh is an event the operators queued; its payload is the lead's latest one.
+    let action = if event.action == REFRESH_ACTION {
+        Action::Refresh
+    } else {
+        parsed.action.clone()
+    };
+    match &action {
         Action::Close => {
             return Ok(Prepared::Skip {
                 outcome: "closed",
@@ -171,7 +184,7 @@ async fn prepare(
                 });
             }
         }
-        Action::Create => {}
+        Action::Create | Action::Refresh => {}
     }
     if keys.is_empty() {
         return Ok(Prepared::Skip {
@@ -180,7 +193,8 @@ async fn prepare(
         });
     }
 
-    let (findings, links) = resolve(state, &keys).await.map_err(|e| {
+    let bypass = action == Action::Refresh;
+    let (findings, links) = resolve(state, &keys, bypass).await.map_err(|e| {
         after_failure(
             &state.settings.delivery,
             event,
@@ -210,17 +224,31 @@ fn transient(state: &AppState, event: &ClaimedEvent, error: String) -> Finish {
 }
 
 /// Resolves every key concurrently: what each led to, and the parties to link the lead to.
+/// With `bypass`, every tier is skipped and the providers asked again.
 async fn resolve(
     state: &AppState,
     keys: &[ContactKey],
+    bypass: bool,
 ) -> Result<(Vec<Finding>, Vec<LeadLink>), crate::resolution::ResolveError> {
+    let resolver = &state.resolver;
     let results = join_all(keys.iter().map(|key| async move {
-        let (contact, _) = state.resolver.contact(key).await?;
+        let contact = if bypass {
+            resolver.refresh_contact(key).await?
+        } else {
+            resolver.contact(key).await?.0
+        };
         let person = match &contact {
-            Lookup::Found(cpf) => match state.resolver.person(cpf).await?.0 {
-                Lookup::Found(p) => Some(p),
-                Lookup::NotFound => None,
-            },
+            Lookup::Found(cpf) => {
+                let person = if bypass {
+                    resolver.refresh_person(cpf).await?
+                } else {
+                    resolver.person(cpf).await?.0
+                };
+                match person {
+                    Lookup::Found(p) => Some(p),
+                    Lookup::NotFound => None,
+                }
+            }
             Lookup::NotFound => None,
         };
         Ok::<_, crate::resolution::ResolveError>((key, contact, person))

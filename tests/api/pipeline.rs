@@ -470,6 +470,7 @@ async fn with_nothing_configured_the_sandbox_answers_and_keeps_the_message() {
             format!("sqlite://{}", dir.path().join("e.db").display()),
         ),
         ("PORT".to_owned(), "0".to_owned()),
+        ("ENRICHER__METRICS__PORT".to_owned(), "0".to_owned()),
     ]
     .into_iter()
     .collect();

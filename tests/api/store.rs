@@ -7,8 +7,8 @@ use enricher::domain::contact_key::ContactKind;
 use enricher::domain::person::WorkApiAnswer;
 use enricher::domain::{ContactKey, Cpf, Email, LeadId, Person, Phone};
 use enricher::store::{
-    ClaimedEvent, DynStore, EventRecord, Finish, InsertOutcome, LeadLink, Lookup, NewEvent,
-    PartyCounts, StoredPerson,
+    ClaimedEvent, DynStore, Erasure, EventRecord, Finish, InsertOutcome, LeadLink, Lookup,
+    NewEvent, PartyCounts, Replay, StoredPerson,
 };
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -1277,3 +1277,636 @@ both_backends!(the_store_is_ready_after_migrating, |backend| async move {
     store.migrate().await.unwrap();
     assert!(store.ready().await.unwrap());
 });
+
+// ---------------------------------------------------------------------------------------------
+// replay
+
+/// Inserts an event for `lead`, claims it and finishes it dead; returns its id.
+async fn dead_event(store: &DynStore, lead: &str, reason: &str) -> i64 {
+    let id = insert(store, new_event(lead, T1)).await;
+    let event = claim_only(store, id, LONG_LEASE).await;
+    let dead = Finish::Dead {
+        reason: reason.to_owned(),
+    };
+    assert!(store.finish(&event, dead).await.unwrap());
+    id
+}
+
+both_backends!(
+    replaying_a_dead_event_makes_it_claimable_again_with_attempts_reset_and_its_message_kept,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let id = insert(&store, new_event("lead-a", T1)).await;
+        let event = claim_only(&store, id, LONG_LEASE).await;
+        let retry = Finish::Retry {
+            at: now() - Duration::from_secs(1),
+            error: "crm answered 503".to_owned(),
+        };
+        assert!(store.finish(&event, retry).await.unwrap());
+        let event = claim_only(&store, id, LONG_LEASE).await;
+        assert!(
+            store
+                .save_rendered(&event, "phone:+5511987654321", "Maria: CPF encontrado", &[])
+                .await
+                .unwrap()
+        );
+        assert!(store.mark_sending(&event).await.unwrap());
+        let dead = Finish::Dead {
+            reason: "crm rejected the message".to_owned(),
+        };
+        assert!(store.finish(&event, dead).await.unwrap());
+        assert_eq!(record(&store, id).await.attempts, 2);
+
+        assert_eq!(store.replay_event(id).await.unwrap(), Replay::Replayed);
+
+        let after = record(&store, id).await;
+        assert_eq!(after.state, "pending");
+        assert_eq!(after.attempts, 0);
+        assert_eq!(after.outcome, None);
+        assert_eq!(
+            after.last_error.as_deref(),
+            Some("crm rejected the message"),
+            "the error stays until the next outcome"
+        );
+        let again = claim_only(&store, id, LONG_LEASE).await;
+        assert_ne!(again.claim, event.claim);
+        assert_eq!(again.attempts, 0);
+        assert_eq!(again.message.as_deref(), Some("Maria: CPF encontrado"));
+        assert_eq!(again.contact_set.as_deref(), Some("phone:+5511987654321"));
+        assert!(!again.send_started, "the replay is not a crash mid-POST");
+        // Now processing: not dead any more, so not replayable.
+        assert_eq!(
+            store.replay_event(id).await.unwrap(),
+            Replay::NotReplayable {
+                state: "processing".to_owned()
+            }
+        );
+        assert!(store.finish(&again, done("delivered")).await.unwrap());
+        let delivered = record(&store, id).await;
+        assert_eq!(delivered.last_error, None);
+        assert!(delivered.delivered);
+    }
+);
+
+both_backends!(
+    replaying_a_pending_or_done_event_is_not_replayable_and_changes_nothing,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let finished = insert(&store, new_event("lead-a", T1)).await;
+        let event = claim_only(&store, finished, LONG_LEASE).await;
+        assert!(store.finish(&event, done("delivered")).await.unwrap());
+        let pending = insert(&store, new_event("lead-b", T1)).await;
+
+        for (id, state) in [(pending, "pending"), (finished, "done")] {
+            let before = serde_json::to_value(record(&store, id).await).unwrap();
+
+            assert_eq!(
+                store.replay_event(id).await.unwrap(),
+                Replay::NotReplayable {
+                    state: state.to_owned()
+                }
+            );
+
+            assert_eq!(
+                serde_json::to_value(record(&store, id).await).unwrap(),
+                before
+            );
+        }
+        assert_eq!(
+            store.event_counts().await.unwrap(),
+            vec![("done".to_owned(), 1), ("pending".to_owned(), 1)]
+        );
+    }
+);
+
+both_backends!(
+    replaying_an_unknown_event_finds_nothing,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let id = insert(&store, new_event("lead-a", T1)).await;
+
+        assert_eq!(
+            store.replay_event(id + 1000).await.unwrap(),
+            Replay::NotFound
+        );
+        assert_eq!(record(&store, id).await.state, "pending");
+    }
+);
+
+both_backends!(
+    replaying_every_dead_event_counts_them_and_leaves_the_others_alone,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let first = dead_event(&store, "lead-a", "gave up").await;
+        let second = dead_event(&store, "lead-b", "gave up").await;
+        let finished = insert(&store, new_event("lead-c", T1)).await;
+        let event = claim_only(&store, finished, LONG_LEASE).await;
+        assert!(store.finish(&event, done("delivered")).await.unwrap());
+        insert(&store, new_event("lead-d", T1)).await;
+
+        assert_eq!(store.replay_dead().await.unwrap(), 2);
+
+        assert_eq!(
+            store.event_counts().await.unwrap(),
+            vec![("done".to_owned(), 1), ("pending".to_owned(), 3)]
+        );
+        for id in [first, second] {
+            let after = record(&store, id).await;
+            assert_eq!((after.state.as_str(), after.attempts), ("pending", 0));
+        }
+        assert_eq!(store.replay_dead().await.unwrap(), 0, "nothing is dead any more");
+    }
+);
+
+// ---------------------------------------------------------------------------------------------
+// latest_event_payload
+
+both_backends!(
+    the_latest_event_payload_is_that_of_the_leads_latest_event,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let with_payload = |lead: &str, at, v: i64| NewEvent {
+            payload: json!({"id": lead, "v": v}),
+            ..new_event(lead, at)
+        };
+        insert(&store, with_payload("lead-a", T2, 2)).await;
+        // Arrives later (a greater id) but happened earlier.
+        insert(&store, with_payload("lead-a", T1, 1)).await;
+        insert(&store, with_payload("lead-b", T3, 3)).await;
+        let other_source = NewEvent {
+            source: "other-crm",
+            ..with_payload("lead-a", T4, 4)
+        };
+        insert(&store, other_source).await;
+
+        assert_eq!(
+            store.latest_event_payload(SOURCE, "lead-a").await.unwrap(),
+            Some(json!({"id": "lead-a", "v": 2}))
+        );
+        assert_eq!(
+            store
+                .latest_event_payload("other-crm", "lead-a")
+                .await
+                .unwrap(),
+            Some(json!({"id": "lead-a", "v": 4}))
+        );
+        assert_eq!(
+            store.latest_event_payload(SOURCE, "lead-z").await.unwrap(),
+            None
+        );
+    }
+);
+
+// ---------------------------------------------------------------------------------------------
+// erase_party / erasure_audit
+
+const CPF_HASH: &str = "hmac-sha256:0f3a9c1be47d2a6e8b5c0d9f1e2a3b4c";
+const ERASE_ACTION: &str = "DELETE /api/v1/parties";
+
+fn landline_key() -> ContactKey {
+    ContactKey::Phone(Phone::parse("(11) 3800-1234").unwrap())
+}
+
+/// Every contact the fixture person lists, as keys, sorted.
+fn maria_keys() -> Vec<ContactKey> {
+    let mut keys = vec![
+        phone_key(),
+        landline_key(),
+        email_key(),
+        ContactKey::Email(Email::parse("msouza84@example.org").unwrap()),
+    ];
+    keys.sort();
+    keys
+}
+
+both_backends!(
+    erasing_a_party_removes_its_data_and_not_founds_and_writes_one_audit_row_without_personal_data,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let cpf = maria_cpf();
+        let (raw, person) = maria();
+        for key in [phone_key(), email_key()] {
+            store
+                .record_contact(&key, &Lookup::Found((cpf.clone(), None)), far_future())
+                .await
+                .unwrap();
+        }
+        store
+            .record_person(
+                &cpf,
+                &Lookup::Found((raw, person)),
+                "work_api",
+                far_future(),
+            )
+            .await
+            .unwrap();
+        // Not-founds of the party: its CPF on a later refetch, and a contact its data lists.
+        store
+            .record_person(&cpf, &Lookup::NotFound, "work_api", far_future())
+            .await
+            .unwrap();
+        store
+            .record_contact(&landline_key(), &Lookup::NotFound, far_future())
+            .await
+            .unwrap();
+        // Someone else, who must survive.
+        let someone_else = other_cpf(1);
+        let their_phone = ContactKey::Phone(Phone::parse("(21) 99876-5432").unwrap());
+        store
+            .record_contact(
+                &their_phone,
+                &Lookup::Found((someone_else.clone(), None)),
+                far_future(),
+            )
+            .await
+            .unwrap();
+        let unknown_email = ContactKey::Email(Email::parse("nobody@example.net").unwrap());
+        store
+            .record_contact(&unknown_email, &Lookup::NotFound, far_future())
+            .await
+            .unwrap();
+        let id = insert(&store, new_event("lead-a", T1)).await;
+        let event = claim_only(&store, id, LONG_LEASE).await;
+        let links = [
+            LeadLink {
+                cpf: cpf.clone(),
+                via: ContactKind::Phone,
+            },
+            LeadLink {
+                cpf: someone_else.clone(),
+                via: ContactKind::Phone,
+            },
+        ];
+        assert!(
+            store
+                .save_rendered(&event, "phone:+5511987654321", "message", &links)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.party_counts().await.unwrap(),
+            PartyCounts {
+                parties: 2,
+                contacts: 8,
+                enrichments: 1,
+                lead_links: 2,
+                negatives: 3,
+            }
+        );
+
+        let erasure = store
+            .erase_party(&cpf, ERASE_ACTION, CPF_HASH)
+            .await
+            .unwrap();
+
+        assert_eq!(
+            erasure,
+            Erasure {
+                found: true,
+                // Two lookup rows and five person rows (one phone twice: phone and WhatsApp).
+                contacts: 7,
+                enrichments: 1,
+                lead_links: 1,
+                negatives: 2,
+                contact_keys: maria_keys(),
+            }
+        );
+        assert_eq!(
+            store.party_counts().await.unwrap(),
+            PartyCounts {
+                parties: 1,
+                contacts: 1,
+                enrichments: 0,
+                lead_links: 1,
+                negatives: 1,
+            }
+        );
+        for key in maria_keys() {
+            assert_eq!(store.find_contact(&key).await.unwrap(), None, "{key:?}");
+        }
+        let long_ago = now() - Duration::from_secs(86_400);
+        assert!(store.find_person(&cpf, long_ago).await.unwrap().is_none());
+        assert_eq!(
+            store.find_contact(&their_phone).await.unwrap(),
+            Some(Lookup::Found(someone_else))
+        );
+        assert_eq!(
+            store.find_contact(&unknown_email).await.unwrap(),
+            Some(Lookup::NotFound)
+        );
+
+        let audit = store.erasure_audit(10).await.unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].action, ERASE_ACTION);
+        assert_eq!(audit[0].cpf_hash, CPF_HASH);
+        assert_eq!(
+            audit[0].counts,
+            json!({"parties": 1, "contacts": 7, "enrichments": 1, "lead_links": 1, "negatives": 2})
+        );
+        let age = now() - audit[0].at;
+        assert!(age.abs() < time::Duration::seconds(10), "audit time {}", audit[0].at);
+        let serialized = serde_json::to_string(&audit).unwrap();
+        assert!(serialized.contains(CPF_HASH));
+        for personal in [
+            cpf.as_str().to_owned(),
+            cpf.formatted(),
+            "987654321".to_owned(),
+            "38001234".to_owned(),
+            "maria".to_owned(),
+            "msouza".to_owned(),
+            "example".to_owned(),
+            "MARIA".to_owned(),
+        ] {
+            assert!(
+                !serialized.contains(&personal),
+                "the audit row holds personal data: {serialized}"
+            );
+        }
+    }
+);
+
+both_backends!(
+    erasing_an_unknown_cpf_still_forgets_its_not_found_and_writes_an_audit_row,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let cpf = other_cpf(5);
+        store
+            .record_person(&cpf, &Lookup::NotFound, "work_api", far_future())
+            .await
+            .unwrap();
+
+        let first = store
+            .erase_party(&cpf, ERASE_ACTION, CPF_HASH)
+            .await
+            .unwrap();
+        let second = store
+            .erase_party(&cpf, "operator erase", CPF_HASH)
+            .await
+            .unwrap();
+
+        assert_eq!(
+            first,
+            Erasure {
+                negatives: 1,
+                ..Erasure::default()
+            }
+        );
+        assert!(!first.found);
+        assert_eq!(second, Erasure::default());
+        assert_eq!(store.party_counts().await.unwrap(), PartyCounts::default());
+        assert!(
+            store
+                .find_person(&cpf, now() - Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let audit = store.erasure_audit(10).await.unwrap();
+        assert_eq!(audit.len(), 2);
+        assert_eq!(audit[0].action, "operator erase", "newest first");
+        assert!(audit[0].id > audit[1].id);
+        assert_eq!(
+            audit[1].counts,
+            json!({"parties": 0, "contacts": 0, "enrichments": 0, "lead_links": 0, "negatives": 1})
+        );
+        assert_eq!(audit[0].counts["negatives"], json!(0));
+        assert_eq!(store.erasure_audit(1).await.unwrap().len(), 1);
+    }
+);
+
+// ---------------------------------------------------------------------------------------------
+// recent_people
+
+async fn enrich(store: &DynStore, cpf: &Cpf, person: &Person) {
+    let (raw, _) = maria();
+    store
+        .record_person(
+            cpf,
+            &Lookup::Found((raw, person.clone())),
+            "work_api",
+            far_future(),
+        )
+        .await
+        .unwrap();
+}
+
+both_backends!(
+    recent_people_are_the_latest_enriched_first_with_their_lookup_keys_up_to_the_limit,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let (_, person) = maria();
+        let mut newer = person.clone();
+        newer.income = Some("12000,00".to_owned());
+        let (a, b, c) = (other_cpf(1), other_cpf(2), other_cpf(3));
+        store
+            .record_contact(&phone_key(), &Lookup::Found((a.clone(), None)), far_future())
+            .await
+            .unwrap();
+        store
+            .record_contact(&email_key(), &Lookup::Found((c.clone(), None)), far_future())
+            .await
+            .unwrap();
+        // A party known only from a lookup, never enriched: nothing to warm.
+        let d = other_cpf(4);
+        let d_phone = ContactKey::Phone(Phone::parse("(21) 99876-5432").unwrap());
+        store
+            .record_contact(&d_phone, &Lookup::Found((d, None)), far_future())
+            .await
+            .unwrap();
+        enrich(&store, &a, &person).await;
+        enrich(&store, &b, &person).await;
+        enrich(&store, &c, &person).await;
+        // A's newer enrichment makes it the most recent.
+        enrich(&store, &a, &newer).await;
+
+        let people = store.recent_people(10).await.unwrap();
+
+        let cpfs: Vec<&Cpf> = people.iter().map(|p| &p.cpf).collect();
+        assert_eq!(cpfs, vec![&a, &c, &b]);
+        assert!(people[0].person == newer, "A's latest enrichment is warmed");
+        assert!(people[1].person == person);
+        assert!(
+            people.windows(2).all(|w| w[0].fetched_at >= w[1].fetched_at),
+            "newest first"
+        );
+        let age = now() - people[0].fetched_at;
+        assert!(age.abs() < time::Duration::seconds(10));
+        // Only contacts a lookup answered; those the person data lists are not keys.
+        assert_eq!(people[0].lookup_keys, vec![phone_key()]);
+        assert_eq!(people[1].lookup_keys, vec![email_key()]);
+        assert!(people[2].lookup_keys.is_empty());
+
+        let two = store.recent_people(2).await.unwrap();
+        let cpfs: Vec<&Cpf> = two.iter().map(|p| &p.cpf).collect();
+        assert_eq!(cpfs, vec![&a, &c]);
+        assert!(store.recent_people(0).await.unwrap().is_empty());
+    }
+);
+
+both_backends!(
+    recent_people_give_a_contact_only_to_the_party_its_latest_lookup_answered,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let (_, person) = maria();
+        let (before, after) = (other_cpf(1), other_cpf(2));
+        for cpf in [&before, &after] {
+            store
+                .record_contact(&phone_key(), &Lookup::Found((cpf.clone(), None)), far_future())
+                .await
+                .unwrap();
+        }
+        enrich(&store, &after, &person).await;
+        enrich(&store, &before, &person).await;
+
+        let people = store.recent_people(10).await.unwrap();
+
+        assert_eq!(people.len(), 2);
+        assert_eq!(people[0].cpf, before);
+        assert!(
+            people[0].lookup_keys.is_empty(),
+            "the phone now answers another party"
+        );
+        assert_eq!(people[1].cpf, after);
+        assert_eq!(people[1].lookup_keys, vec![phone_key()]);
+        assert_eq!(
+            store.find_contact(&phone_key()).await.unwrap(),
+            Some(Lookup::Found(after)),
+            "warming agrees with the database"
+        );
+    }
+);
+
+both_backends!(recent_people_of_an_empty_store_are_none, |backend| async move {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+
+    assert!(store.recent_people(10).await.unwrap().is_empty());
+});
+
+// ---------------------------------------------------------------------------------------------
+// forget_negative / forget_all_negatives / count_negatives
+
+both_backends!(
+    forgetting_a_not_found_removes_only_that_one,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        store
+            .record_contact(&phone_key(), &Lookup::NotFound, far_future())
+            .await
+            .unwrap();
+        store
+            .record_contact(&email_key(), &Lookup::NotFound, far_future())
+            .await
+            .unwrap();
+        store
+            .record_person(&maria_cpf(), &Lookup::NotFound, "work_api", far_future())
+            .await
+            .unwrap();
+
+        let phone = phone_key();
+        assert_eq!(
+            store.forget_negative("phone", phone.value()).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            store.forget_negative("phone", phone.value()).await.unwrap(),
+            0,
+            "already forgotten"
+        );
+        assert_eq!(
+            store
+                .forget_negative("email", phone.value())
+                .await
+                .unwrap(),
+            0,
+            "the kind is part of the key"
+        );
+
+        assert_eq!(store.find_contact(&phone).await.unwrap(), None);
+        assert_eq!(
+            store.find_contact(&email_key()).await.unwrap(),
+            Some(Lookup::NotFound)
+        );
+        assert_eq!(store.count_negatives().await.unwrap(), 2);
+        assert_eq!(
+            store
+                .forget_negative("cpf", maria_cpf().as_str())
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(
+            store
+                .find_person(&maria_cpf(), now() - Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(store.count_negatives().await.unwrap(), 1);
+    }
+);
+
+both_backends!(
+    forgetting_all_not_founds_removes_expired_ones_too,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        store
+            .record_contact(&phone_key(), &Lookup::NotFound, far_future())
+            .await
+            .unwrap();
+        store
+            .record_contact(&email_key(), &Lookup::NotFound, now() - Duration::from_secs(1))
+            .await
+            .unwrap();
+        store
+            .record_person(&maria_cpf(), &Lookup::NotFound, "work_api", far_future())
+            .await
+            .unwrap();
+
+        assert_eq!(store.forget_all_negatives().await.unwrap(), 3);
+
+        assert_eq!(store.party_counts().await.unwrap().negatives, 0);
+        assert_eq!(store.count_negatives().await.unwrap(), 0);
+        assert_eq!(store.find_contact(&phone_key()).await.unwrap(), None);
+        assert_eq!(store.forget_all_negatives().await.unwrap(), 0);
+    }
+);
+
+both_backends!(
+    only_unexpired_not_founds_are_counted,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        assert_eq!(store.count_negatives().await.unwrap(), 0);
+        store
+            .record_contact(&phone_key(), &Lookup::NotFound, far_future())
+            .await
+            .unwrap();
+        store
+            .record_person(&maria_cpf(), &Lookup::NotFound, "work_api", far_future())
+            .await
+            .unwrap();
+        store
+            .record_contact(&email_key(), &Lookup::NotFound, now() - Duration::from_secs(1))
+            .await
+            .unwrap();
+
+        assert_eq!(store.count_negatives().await.unwrap(), 2);
+        assert_eq!(
+            store.party_counts().await.unwrap().negatives,
+            3,
+            "the expired one is still stored"
+        );
+    }
+);
