@@ -21,6 +21,7 @@ pub const C2S_TOKEN: &str = "c2s-api-token-test-value";
 pub const WORK_TOKEN: &str = "work-api-token-test-value";
 pub const DIRETRIX_USER: &str = "diretrix-user-test";
 pub const DIRETRIX_PASSWORD: &str = "diretrix-password-test-value";
+pub const ADMIN_TOKEN: &str = "admin-token-test-value";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -203,6 +204,8 @@ impl Drop for TestDb {
 /// A running application with its database and one mock server per outside API.
 pub struct TestApp {
     pub address: String,
+    /// Where `/metrics` is served.
+    pub metrics_address: String,
     pub state: AppState,
     pub diretrix: Arc<MockServer>,
     pub work_api: Arc<MockServer>,
@@ -279,11 +282,13 @@ async fn start(
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = format!("http://127.0.0.1:{}", app.metrics_port());
     let state = app.state().clone();
     let shutdown = app.shutdown_token();
     let running = Some(tokio::spawn(app.run_until_stopped()));
     TestApp {
         address,
+        metrics_address,
         state,
         diretrix,
         work_api,
@@ -322,6 +327,25 @@ impl TestApp {
             self.c2s.clone(),
         )
         .await
+    }
+
+    /// A request to an admin route with the admin token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// The Prometheus exposition.
+    pub async fn scrape(&self) -> String {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.metrics_address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
     }
 
     pub async fn post_c2s(&self, body: &Value) -> reqwest::Response {

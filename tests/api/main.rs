@@ -6,5 +6,6 @@ mod delivery;
 mod helpers;
 mod intake;
 mod logs;
+mod operators;
 mod pipeline;
 mod store;
