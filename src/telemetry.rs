@@ -71,7 +71,7 @@ where
                 .json()
                 .flatten_event(true)
                 .with_current_span(true)
-                .with_span_list(false)
+                .with_span_list(true)
                 .finish(),
         )
     } else {

@@ -11,6 +11,7 @@ use crate::helpers::*;
 use crate::pipeline::{EMAIL, mock_maria};
 
 const WEBHOOK_SECRET: &str = "webhook-secret-in-the-query";
+const REQUEST_ID: &str = "req-e2e-7f3a";
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -73,11 +74,13 @@ async fn full_run() {
     let response = app
         .http
         .post(&url)
+        .header("x-request-id", REQUEST_ID)
         .json(&fixture("c2s_webhook_create.json"))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
+    assert_eq!(response.headers()["x-request-id"], REQUEST_ID, "propagated");
     let body: serde_json::Value = response.json().await.unwrap();
     let id = body["events"][0]["event_id"].as_i64().unwrap();
     assert_eq!(
@@ -109,6 +112,14 @@ async fn full_run() {
 }
 
 fn assert_clean(logs: &str) {
+    let intake_lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("webhook event received"))
+        .collect();
+    assert!(
+        intake_lines.iter().any(|l| l.contains(REQUEST_ID)),
+        "the request id is on the request's lines: {intake_lines:?}"
+    );
     assert!(
         logs.contains("message delivered"),
         "the capture saw the run:\n{logs}"

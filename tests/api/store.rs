@@ -1418,7 +1418,11 @@ both_backends!(
             let after = record(&store, id).await;
             assert_eq!((after.state.as_str(), after.attempts), ("pending", 0));
         }
-        assert_eq!(store.replay_dead().await.unwrap(), 0, "nothing is dead any more");
+        assert_eq!(
+            store.replay_dead().await.unwrap(),
+            0,
+            "nothing is dead any more"
+        );
     }
 );
 
@@ -1610,7 +1614,11 @@ both_backends!(
             json!({"parties": 1, "contacts": 7, "enrichments": 1, "lead_links": 1, "negatives": 2})
         );
         let age = now() - audit[0].at;
-        assert!(age.abs() < time::Duration::seconds(10), "audit time {}", audit[0].at);
+        assert!(
+            age.abs() < time::Duration::seconds(10),
+            "audit time {}",
+            audit[0].at
+        );
         let serialized = serde_json::to_string(&audit).unwrap();
         assert!(serialized.contains(CPF_HASH));
         for personal in [
@@ -1707,11 +1715,19 @@ both_backends!(
         newer.income = Some("12000,00".to_owned());
         let (a, b, c) = (other_cpf(1), other_cpf(2), other_cpf(3));
         store
-            .record_contact(&phone_key(), &Lookup::Found((a.clone(), None)), far_future())
+            .record_contact(
+                &phone_key(),
+                &Lookup::Found((a.clone(), None)),
+                far_future(),
+            )
             .await
             .unwrap();
         store
-            .record_contact(&email_key(), &Lookup::Found((c.clone(), None)), far_future())
+            .record_contact(
+                &email_key(),
+                &Lookup::Found((c.clone(), None)),
+                far_future(),
+            )
             .await
             .unwrap();
         // A party known only from a lookup, never enriched: nothing to warm.
@@ -1734,7 +1750,9 @@ both_backends!(
         assert!(people[0].person == newer, "A's latest enrichment is warmed");
         assert!(people[1].person == person);
         assert!(
-            people.windows(2).all(|w| w[0].fetched_at >= w[1].fetched_at),
+            people
+                .windows(2)
+                .all(|w| w[0].fetched_at >= w[1].fetched_at),
             "newest first"
         );
         let age = now() - people[0].fetched_at;
@@ -1760,7 +1778,11 @@ both_backends!(
         let (before, after) = (other_cpf(1), other_cpf(2));
         for cpf in [&before, &after] {
             store
-                .record_contact(&phone_key(), &Lookup::Found((cpf.clone(), None)), far_future())
+                .record_contact(
+                    &phone_key(),
+                    &Lookup::Found((cpf.clone(), None)),
+                    far_future(),
+                )
                 .await
                 .unwrap();
         }
@@ -1785,12 +1807,15 @@ both_backends!(
     }
 );
 
-both_backends!(recent_people_of_an_empty_store_are_none, |backend| async move {
-    let db = TestDb::new(backend).await;
-    let store = db.store().await;
+both_backends!(
+    recent_people_of_an_empty_store_are_none,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
 
-    assert!(store.recent_people(10).await.unwrap().is_empty());
-});
+        assert!(store.recent_people(10).await.unwrap().is_empty());
+    }
+);
 
 // ---------------------------------------------------------------------------------------------
 // forget_negative / forget_all_negatives / count_negatives
@@ -1824,10 +1849,7 @@ both_backends!(
             "already forgotten"
         );
         assert_eq!(
-            store
-                .forget_negative("email", phone.value())
-                .await
-                .unwrap(),
+            store.forget_negative("email", phone.value()).await.unwrap(),
             0,
             "the kind is part of the key"
         );
@@ -1866,7 +1888,11 @@ both_backends!(
             .await
             .unwrap();
         store
-            .record_contact(&email_key(), &Lookup::NotFound, now() - Duration::from_secs(1))
+            .record_contact(
+                &email_key(),
+                &Lookup::NotFound,
+                now() - Duration::from_secs(1),
+            )
             .await
             .unwrap();
         store
@@ -1898,7 +1924,11 @@ both_backends!(
             .await
             .unwrap();
         store
-            .record_contact(&email_key(), &Lookup::NotFound, now() - Duration::from_secs(1))
+            .record_contact(
+                &email_key(),
+                &Lookup::NotFound,
+                now() - Duration::from_secs(1),
+            )
             .await
             .unwrap();
 
