@@ -39,6 +39,45 @@ pub fn backoff(policy: &DeliverySettings, attempt: u32, retry_after: Option<Dura
     }
 }
 
+/// A failure that knows whether it is worth retrying.
+pub trait Failure: std::fmt::Display {
+    fn is_transient(&self) -> bool;
+    fn retry_after(&self) -> Option<Duration>;
+}
+
+impl Failure for crate::providers::ProviderError {
+    fn is_transient(&self) -> bool {
+        crate::providers::ProviderError::is_transient(self)
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        crate::providers::ProviderError::retry_after(self)
+    }
+}
+
+impl Failure for crate::resolution::ResolveError {
+    fn is_transient(&self) -> bool {
+        crate::resolution::ResolveError::is_transient(self)
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        crate::resolution::ResolveError::retry_after(self)
+    }
+}
+
+/// [`after_failure`] for a failure that classifies itself.
+pub fn after_error(
+    policy: &DeliverySettings,
+    event: &ClaimedEvent,
+    error: &impl Failure,
+) -> Finish {
+    after_failure(
+        policy,
+        event,
+        error.is_transient(),
+        error.retry_after(),
+        error.to_string(),
+    )
+}
+
 /// What to do after a failed attempt: retry later, or give up when the attempts are spent
 /// or the failure is permanent.
 pub fn after_failure(
@@ -104,13 +143,7 @@ pub async fn deliver(
         Err(e) => {
             state.metrics.delivery(e.class());
             tracing::warn!(error = %e, class = e.class(), attempt = event.attempts + 1, "delivery failed");
-            after_failure(
-                &state.settings.delivery,
-                event,
-                e.is_transient(),
-                e.retry_after(),
-                e.to_string(),
-            )
+            after_error(&state.settings.delivery, event, &e)
         }
     }
 }

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::{CpfCandidate, CpfLookup, ProviderError, http_client};
+use super::{CpfCandidate, CpfLookup, ProviderError, http_client, read_json, send_lookup};
 use crate::domain::{ContactKey, Cpf};
 
 const PROVIDER: &str = "diretrix";
@@ -82,33 +82,15 @@ fn first_valid(candidates: Vec<Candidate>) -> Option<CpfCandidate> {
 impl CpfLookup for DiretrixClient {
     #[tracing::instrument(name = "diretrix.lookup", skip_all, fields(key = %key))]
     async fn lookup(&self, key: &ContactKey) -> Result<Option<CpfCandidate>, ProviderError> {
-        let response = self
-            .http
-            .get(self.url(key))
-            .basic_auth(
-                self.user.expose_secret(),
-                Some(self.password.expose_secret()),
-            )
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| ProviderError::from_reqwest(PROVIDER, &e))?;
-        let status = response.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
+        let request = self.http.get(self.url(key)).basic_auth(
+            self.user.expose_secret(),
+            Some(self.password.expose_secret()),
+        );
+        let Some(response) = send_lookup(PROVIDER, request).await? else {
             return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(ProviderError::from_status(
-                PROVIDER,
-                status,
-                response.headers(),
-            ));
-        }
+        };
         let candidates: Vec<Candidate> =
-            response.json().await.map_err(|_| ProviderError::Decode {
-                provider: PROVIDER,
-                detail: "expected a JSON array of {nome, cpf}".into(),
-            })?;
+            read_json(PROVIDER, response, "a JSON array of {nome, cpf}").await?;
         Ok(first_valid(candidates))
     }
 }

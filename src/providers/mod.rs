@@ -160,6 +160,43 @@ pub trait Crm: Send + Sync + 'static {
     async fn post_message(&self, lead: &LeadId, body: &str) -> Result<(), ProviderError>;
 }
 
+/// Sends a lookup request. A 404 is the providers' way of saying "nobody" (`Ok(None)`); any
+/// other non-2xx is classified into an error.
+pub(crate) async fn send_lookup(
+    provider: &'static str,
+    request: reqwest::RequestBuilder,
+) -> Result<Option<reqwest::Response>, ProviderError> {
+    let response = request
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_reqwest(provider, &e))?;
+    let status = response.status();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    if !status.is_success() {
+        return Err(ProviderError::from_status(
+            provider,
+            status,
+            response.headers(),
+        ));
+    }
+    Ok(Some(response))
+}
+
+/// Reads a JSON body; `expected` says what should have come, without echoing what did.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    provider: &'static str,
+    response: reqwest::Response,
+    expected: &str,
+) -> Result<T, ProviderError> {
+    response.json().await.map_err(|_| ProviderError::Decode {
+        provider,
+        detail: format!("expected {expected}"),
+    })
+}
+
 /// A reqwest client with the provider's timeout. rustls with the system roots.
 pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{PersonData, ProviderError, http_client};
+use super::{PersonData, ProviderError, http_client, read_json, send_lookup};
 use crate::domain::Cpf;
 use crate::domain::person::{Person, WorkApiAnswer};
 
@@ -39,33 +39,15 @@ impl PersonData for WorkApiClient {
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.pop_if_empty().push("api");
         }
-        let response = self
-            .http
-            .get(url)
-            .query(&[
-                ("token", self.token.expose_secret()),
-                ("modulo", "cpf"),
-                ("consulta", cpf.as_str()),
-            ])
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| ProviderError::from_reqwest(PROVIDER, &e))?;
-        let status = response.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
+        let request = self.http.get(url).query(&[
+            ("token", self.token.expose_secret()),
+            ("modulo", "cpf"),
+            ("consulta", cpf.as_str()),
+        ]);
+        let Some(response) = send_lookup(PROVIDER, request).await? else {
             return Ok((serde_json::Value::Null, WorkApiAnswer::NotFound));
-        }
-        if !status.is_success() {
-            return Err(ProviderError::from_status(
-                PROVIDER,
-                status,
-                response.headers(),
-            ));
-        }
-        let body: serde_json::Value = response.json().await.map_err(|_| ProviderError::Decode {
-            provider: PROVIDER,
-            detail: "not JSON".into(),
-        })?;
+        };
+        let body: serde_json::Value = read_json(PROVIDER, response, "a JSON object").await?;
         let answer = Person::from_work_api(&body).map_err(|e| ProviderError::Decode {
             provider: PROVIDER,
             detail: e.to_string(),

@@ -32,7 +32,7 @@ pub enum ResolveError {
 impl ResolveError {
     pub fn is_transient(&self) -> bool {
         match self {
-            ResolveError::Store(StoreError::Unavailable(_)) => true,
+            // The database coming back is always worth waiting for.
             ResolveError::Store(_) => true,
             ResolveError::Provider(p) => p.is_transient(),
         }

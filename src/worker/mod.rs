@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::{self, UNKNOWN_OUTCOME, after_failure};
+use crate::delivery::{self, UNKNOWN_OUTCOME, after_error, after_failure};
 use crate::domain::ContactKey;
 use crate::intake::c2s::{Action, C2sEvent, REFRESH_ACTION};
 use crate::message::{Finding, Via};
@@ -194,15 +194,9 @@ async fn prepare(
     }
 
     let bypass = action == Action::Refresh;
-    let (findings, links) = resolve(state, &keys, bypass).await.map_err(|e| {
-        after_failure(
-            &state.settings.delivery,
-            event,
-            e.is_transient(),
-            e.retry_after(),
-            e.to_string(),
-        )
-    })?;
+    let (findings, links) = resolve(state, &keys, bypass)
+        .await
+        .map_err(|e| after_error(&state.settings.delivery, event, &e))?;
     let message = state
         .renderer()
         .render(parsed.customer.name.as_deref(), &findings)
