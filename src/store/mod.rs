@@ -342,8 +342,9 @@ pub trait Store: Send + Sync + 'static {
     /// contacts (every kind and source) and the party itself, and appends one audit row
     /// (`action`, `cpf_hash`, the counts) that holds no personal data. Without a party the
     /// CPF's not-found is still deleted and the audit row still written (`found` false).
-    /// The store does not hash: `cpf_hash` is written as given. Inbox rows (payloads,
-    /// rendered messages) are not touched.
+    /// The store does not hash: `cpf_hash` is written as given. The rendered messages of
+    /// the party's linked leads are cleared (they hold the bought data); inbox payloads are
+    /// the CRM's own lead data and stay.
     async fn erase_party(
         &self,
         cpf: &Cpf,

@@ -677,6 +677,18 @@ impl Store for SqliteStore {
         .await?
         .rows_affected();
         if let Some(party) = party {
+            // Rendered messages of the linked leads hold the bought data: they go too. An
+            // event that still needs its message renders it again from fresh answers.
+            sqlx::query(
+                "UPDATE webhook_inbox SET message = NULL
+                  WHERE message IS NOT NULL
+                    AND EXISTS (SELECT 1 FROM lead_parties l
+                                 WHERE l.party_id = $1 AND l.source = webhook_inbox.source
+                                   AND l.lead_id = webhook_inbox.lead_id)",
+            )
+            .bind(party)
+            .execute(&mut *tx)
+            .await?;
             // Children first, each counted; the cascades then have nothing left to do.
             for (table, count) in [
                 ("lead_parties", &mut erasure.lead_links),

@@ -1940,3 +1940,61 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    erasing_a_party_clears_the_rendered_messages_of_its_linked_leads,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        store
+            .record_contact(
+                &phone_key(),
+                &Lookup::Found((maria_cpf(), None)),
+                far_future(),
+            )
+            .await
+            .unwrap();
+        let linked = insert(&store, new_event("lead-linked", T1)).await;
+        let other = insert(&store, new_event("lead-other", T1)).await;
+        let claimed = claim(&store, LONG_LEASE).await;
+        assert_eq!(ids(&claimed), vec![linked, other]);
+        for event in &claimed {
+            let links = if event.id == linked {
+                vec![LeadLink {
+                    cpf: maria_cpf(),
+                    via: phone_key().kind(),
+                }]
+            } else {
+                vec![]
+            };
+            assert!(
+                store
+                    .save_rendered(event, "set", "bought data", &links)
+                    .await
+                    .unwrap()
+            );
+            let dead = Finish::Dead {
+                reason: "crm rejected".into(),
+            };
+            assert!(store.finish(event, dead).await.unwrap());
+        }
+
+        store
+            .erase_party(&maria_cpf(), "test", "hash")
+            .await
+            .unwrap();
+
+        assert_eq!(store.replay_dead().await.unwrap(), 2);
+        let replayed = claim(&store, LONG_LEASE).await;
+        let message = |id: i64| {
+            replayed
+                .iter()
+                .find(|e| e.id == id)
+                .unwrap()
+                .message
+                .clone()
+        };
+        assert_eq!(message(linked), None, "rendered from erased data");
+        assert_eq!(message(other).as_deref(), Some("bought data"));
+    }
+);
