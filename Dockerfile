@@ -1,8 +1,8 @@
 # Enricher: build with cargo-chef so dependencies are a cached layer, run on a slim image.
 #
 #   docker build -t enricher .
-#   docker run --rm -p 8080:8080 -e DATABASE_URL=postgres://... enricher          # serve
-#   docker run --rm -e DATABASE_URL=postgres://... enricher migrate              # migrate
+#   docker run --rm -p 8080:8080 -e DATABASE_URL=postgres://... enricher                   # serve
+#   docker run --rm -e DATABASE_URL=postgres://... enricher enricher migrate              # migrate
 #
 # Builder and runtime are both Debian 12 (bookworm): a binary linked against a newer glibc
 # (e.g. trixie) may not start on bookworm.
@@ -41,7 +41,9 @@ RUN groupadd --gid 10001 enricher \
 # WORKDIR /app so the relative ./config (and the SQLite default sqlite://data/enricher.db)
 # resolve inside the image.
 WORKDIR /app
-COPY --from=builder /app/target/release/enricher /app/enricher
+# On PATH, so a platform's command override (Fly's release_command = "enricher migrate")
+# is a complete command: there is no ENTRYPOINT to prepend anything to it.
+COPY --from=builder /app/target/release/enricher /usr/local/bin/enricher
 COPY config/ /app/config/
 # Migrations are embedded in the binary: no migrations/ at runtime.
 # data/ is only used by the SQLite fallback; it must be writable by the non-root user.
@@ -53,5 +55,4 @@ USER 10001:10001
 # 8080: HTTP API (PORT / ENRICHER__SERVER__PORT); 9091: Prometheus metrics (private).
 EXPOSE 8080 9091
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["/app/enricher"]
-CMD ["serve"]
+CMD ["enricher", "serve"]

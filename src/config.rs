@@ -162,6 +162,8 @@ pub struct ServerSettings {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct MetricsSettings {
+    /// Address the metrics listener binds; keep it off the public interface where possible.
+    pub host: String,
     pub port: u16,
 }
 

@@ -141,11 +141,11 @@ impl Application {
             None => MessageRenderer::default_template(),
         };
 
-        let addr = format!("{}:{}", settings.server.host, settings.server.port);
+        let addr = socket_addr(&settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
-        let addr = format!("{}:{}", settings.server.host, settings.metrics.port);
+        let addr = socket_addr(&settings.metrics.host, settings.metrics.port);
         let metrics_listener = TcpListener::bind(&addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
@@ -230,6 +230,15 @@ impl Application {
             tracing::error!(error = %e, "worker task failed");
         }
         served
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 host.
+fn socket_addr(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

@@ -228,6 +228,7 @@ pub fn test_settings(
         ("DATABASE_URL", db.url.clone()),
         ("PORT", "0".to_owned()),
         ("ENRICHER__METRICS__PORT", "0".to_owned()),
+        ("ENRICHER__METRICS__HOST", "127.0.0.1".to_owned()),
         ("ENRICHER__SERVER__HOST", "127.0.0.1".to_owned()),
         ("ENRICHER__SANDBOX__ENABLED", "false".to_owned()),
         ("ENRICHER__DIRETRIX__BASE_URL", diretrix.uri()),
