@@ -162,6 +162,8 @@ fn assert_clean(logs: &str) {
 async fn human_readable_logs_of_a_full_run_hold_no_personal_data_or_secrets() {
     let capture = Capture::default();
     let subscriber = enricher::telemetry::subscriber(false, "trace", capture.clone());
+    // As in production: records of crates that log through `log` (reqwest) reach tracing.
+    let _ = tracing_log::LogTracer::init();
     let _guard = tracing::subscriber::set_default(subscriber);
     full_run().await;
     drop(_guard);
@@ -173,6 +175,8 @@ async fn human_readable_logs_of_a_full_run_hold_no_personal_data_or_secrets() {
 async fn json_logs_of_a_full_run_hold_no_personal_data_or_secrets() {
     let capture = Capture::default();
     let subscriber = enricher::telemetry::subscriber(true, "trace", capture.clone());
+    // As in production: records of crates that log through `log` (reqwest) reach tracing.
+    let _ = tracing_log::LogTracer::init();
     let _guard = tracing::subscriber::set_default(subscriber);
     full_run().await;
     drop(_guard);
