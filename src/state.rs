@@ -25,7 +25,7 @@ pub struct AppState {
     /// Counters and gauges rendered on the metrics port.
     pub metrics: Arc<Metrics>,
     /// The message template, compiled once.
-    pub renderer: Arc<crate::message::MessageRenderer>,
+    pub renderer: Arc<MessageRenderer>,
     /// The in-process provider simulator, when enabled; stops with the app's shutdown token.
     pub sandbox: Option<Sandbox>,
     /// Intake pokes this after storing events so idle workers start at once instead of at
@@ -37,9 +37,5 @@ impl AppState {
     pub fn wake_workers(&self) {
         // notify_one keeps a permit when nobody waits, so a wake-up is never lost.
         self.wake.notify_one();
-    }
-
-    pub fn renderer(&self) -> &MessageRenderer {
-        &self.renderer
     }
 }

@@ -198,7 +198,7 @@ async fn prepare(
         .await
         .map_err(|e| after_error(&state.settings.delivery, event, &e))?;
     let message = state
-        .renderer()
+        .renderer
         .render(parsed.customer.name.as_deref(), &findings)
         .map_err(|e| Finish::Dead {
             reason: format!("message: {e}"),
