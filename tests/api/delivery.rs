@@ -55,9 +55,7 @@ both_backends!(
         let event = app.wait_final(ids[0]).await;
         assert_eq!(event.outcome.as_deref(), Some("delivered"));
         assert_eq!(event.attempts, 2, "two failed attempts before the success");
-        app.c2s.verify().await;
-        app.diretrix.verify().await;
-        app.work_api.verify().await;
+        app.verify_mocks().await;
     }
 );
 
@@ -180,9 +178,7 @@ both_backends!(
         let app = app.restart().await;
         let event = app.wait_final(id).await;
         assert_eq!(event.outcome.as_deref(), Some("delivered"));
-        app.c2s.verify().await;
-        app.diretrix.verify().await;
-        app.work_api.verify().await;
+        app.verify_mocks().await;
     }
 );
 

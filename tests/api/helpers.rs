@@ -330,6 +330,13 @@ impl TestApp {
         .await
     }
 
+    /// Checks every mock's `.expect(n)`: how many calls each outside API was paid.
+    pub async fn verify_mocks(&self) {
+        self.diretrix.verify().await;
+        self.work_api.verify().await;
+        self.c2s.verify().await;
+    }
+
     /// A request to an admin route with the admin token.
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http

@@ -158,29 +158,26 @@ fn assert_clean(logs: &str) {
     }
 }
 
-#[tokio::test]
-async fn human_readable_logs_of_a_full_run_hold_no_personal_data_or_secrets() {
+/// Runs the full scenario with the service's own subscriber writing into memory.
+async fn captured_run(json: bool) -> String {
     let capture = Capture::default();
-    let subscriber = enricher::telemetry::subscriber(false, "trace", capture.clone());
+    let subscriber = enricher::telemetry::subscriber(json, "trace", capture.clone());
     // As in production: records of crates that log through `log` (reqwest) reach tracing.
     let _ = tracing_log::LogTracer::init();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let guard = tracing::subscriber::set_default(subscriber);
     full_run().await;
-    drop(_guard);
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert_clean(&logs);
+    drop(guard);
+    String::from_utf8(capture.0.lock().unwrap().clone()).unwrap()
+}
+
+#[tokio::test]
+async fn human_readable_logs_of_a_full_run_hold_no_personal_data_or_secrets() {
+    assert_clean(&captured_run(false).await);
 }
 
 #[tokio::test]
 async fn json_logs_of_a_full_run_hold_no_personal_data_or_secrets() {
-    let capture = Capture::default();
-    let subscriber = enricher::telemetry::subscriber(true, "trace", capture.clone());
-    // As in production: records of crates that log through `log` (reqwest) reach tracing.
-    let _ = tracing_log::LogTracer::init();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    full_run().await;
-    drop(_guard);
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = captured_run(true).await;
     assert_clean(&logs);
     for line in logs.lines() {
         serde_json::from_str::<serde_json::Value>(line).expect("every line is JSON");

@@ -516,9 +516,7 @@ both_backends!(
             messages[0].1, messages[2].1,
             "the replay posts the message rendered the first time"
         );
-        app.diretrix.verify().await;
-        app.work_api.verify().await;
-        app.c2s.verify().await;
+        app.verify_mocks().await;
     }
 );
 

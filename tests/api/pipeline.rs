@@ -79,12 +79,6 @@ pub async fn mock_maria(app: &TestApp) {
     mock_work(&app.work_api, CPF, fixture("work_api_person.json"), 1).await;
 }
 
-async fn verify_all(app: &TestApp) {
-    app.diretrix.verify().await;
-    app.work_api.verify().await;
-    app.c2s.verify().await;
-}
-
 both_backends!(
     a_new_lead_is_enriched_stored_and_posted_and_every_format_of_its_contacts_hits_the_cache,
     |backend| async move {
@@ -159,7 +153,7 @@ both_backends!(
             1,
             "nothing bought twice"
         );
-        verify_all(&app).await;
+        app.verify_mocks().await;
     }
 );
 
@@ -214,7 +208,7 @@ async fn concurrent_events_for_one_new_contact_pay_each_provider_exactly_once() 
             Some("delivered")
         );
     }
-    verify_all(&app).await;
+    app.verify_mocks().await;
 }
 
 both_backends!(
@@ -272,7 +266,7 @@ both_backends!(
             app.wait_final(ids[0]).await.outcome.as_deref(),
             Some("delivered")
         );
-        verify_all(&app).await;
+        app.verify_mocks().await;
     }
 );
 
@@ -319,7 +313,7 @@ both_backends!(
             app.wait_final(ids[0]).await.outcome.as_deref(),
             Some("delivered")
         );
-        verify_all(&app).await;
+        app.verify_mocks().await;
     }
 );
 
@@ -371,7 +365,7 @@ both_backends!(
             assert_eq!(event.outcome.as_deref(), Some(outcome), "{action} at {at}");
         }
         assert_eq!(app.c2s_messages().await.len(), 2);
-        verify_all(&app).await;
+        app.verify_mocks().await;
     }
 );
 
@@ -457,7 +451,7 @@ both_backends!(
                 "overlapping deliveries for one lead: {gap:?}"
             );
         }
-        verify_all(&app).await;
+        app.verify_mocks().await;
     }
 );
 
