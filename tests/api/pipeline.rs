@@ -208,6 +208,12 @@ async fn concurrent_events_for_one_new_contact_pay_each_provider_exactly_once() 
             Some("delivered")
         );
     }
+    // The waiters of the one load count as memory hits: 1 call, N - 1 avoided.
+    let stats = app
+        .state
+        .metrics
+        .tier_counts(enricher::metrics::LookupKind::Contact);
+    assert_eq!((stats.provider_call, stats.memory_hit), (1, N as u64 - 1));
     app.verify_mocks().await;
 }
 
