@@ -136,7 +136,9 @@ async fn health() -> Json<Health> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
     pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
 }
 
