@@ -238,6 +238,8 @@ pub struct WorkerSettings {
     pub lease_secs: u64,
     /// On shutdown, how long in-flight events may take to finish.
     pub drain_secs: u64,
+    /// Done events older than this are deleted (each lead's latest is kept); 0 keeps all.
+    pub retention_days: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

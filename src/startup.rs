@@ -209,6 +209,7 @@ impl Application {
             shutdown,
         } = self;
         let workers = tokio::spawn(crate::worker::run(state.clone(), shutdown.child_token()));
+        tokio::spawn(crate::worker::prune(state.clone(), shutdown.child_token()));
         let metrics_app = crate::operators::metrics_router(state.clone());
         let metrics_stop = shutdown.clone();
         tokio::spawn(async move {

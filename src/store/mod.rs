@@ -372,6 +372,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Remembered not-founds that have not expired.
     async fn count_negatives(&self) -> Result<i64, StoreError>;
+
+    /// Deletes done events last touched before `older_than`, except each lead's latest event
+    /// (it answers duplicate deliveries and "did the contacts change?"). Pending, processing
+    /// and dead events are never deleted. Returns how many went.
+    async fn prune_done(&self, older_than: OffsetDateTime) -> Result<u64, StoreError>;
 }
 
 /// Opens the backend the URL names. Does not migrate.

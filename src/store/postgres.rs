@@ -742,4 +742,18 @@ impl Store for PgStore {
         .fetch_one(&self.pool)
         .await?)
     }
+
+    async fn prune_done(&self, older_than: OffsetDateTime) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM webhook_inbox w
+              WHERE w.state = 'done' AND w.updated_at < $1
+                AND EXISTS (SELECT 1 FROM webhook_inbox n
+                             WHERE n.source = w.source AND n.lead_id = w.lead_id
+                               AND (n.event_at, n.id) > (w.event_at, w.id))",
+        )
+        .bind(older_than)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
 }

@@ -829,4 +829,19 @@ impl Store for SqliteStore {
                 .await?,
         )
     }
+
+    async fn prune_done(&self, older_than: OffsetDateTime) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM webhook_inbox
+              WHERE state = 'done' AND updated_at < $1
+                AND EXISTS (SELECT 1 FROM webhook_inbox n
+                             WHERE n.source = webhook_inbox.source
+                               AND n.lead_id = webhook_inbox.lead_id
+                               AND (n.event_at, n.id) > (webhook_inbox.event_at, webhook_inbox.id))",
+        )
+        .bind(micros(older_than))
+        .execute(&self.writer)
+        .await?
+        .rows_affected())
+    }
 }

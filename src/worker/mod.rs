@@ -80,6 +80,27 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     tracing::info!("workers stopped");
 }
 
+/// Deletes old done events once an hour, so the inbox does not grow without bound.
+pub async fn prune(state: AppState, shutdown: CancellationToken) {
+    let days = state.settings.workers.retention_days;
+    if days == 0 {
+        return;
+    }
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let cutoff = time::OffsetDateTime::now_utc() - Duration::from_secs(days * 86_400);
+        match state.store.prune_done(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, days, "old done events pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning old events failed"),
+        }
+    }
+}
+
 /// Carries one claimed event to its end state.
 #[tracing::instrument(name = "event", skip_all, fields(event = event.id, lead = %event.lead_id, action = %event.action))]
 pub async fn process(state: &AppState, event: ClaimedEvent) {
