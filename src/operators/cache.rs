@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Admin, mask_name};
+use super::{Admin, mask_name, unavailable};
 use crate::domain::{ContactKey, Cpf, Email, Phone};
 use crate::http::error::{ApiError, ApiResult};
 use crate::metrics::{LookupKind, TierCounts};
@@ -159,11 +159,6 @@ pub struct LookupView {
     /// For CPFs: the person held, summarized and masked unless `reveal=true`.
     #[schema(value_type = Option<Object>)]
     pub person: Option<serde_json::Value>,
-}
-
-fn unavailable(e: StoreError) -> ApiError {
-    tracing::error!(error = %e, "store error in an admin route");
-    ApiError::Unavailable
 }
 
 /// Which tier answers for one key right now, and what it holds; never calls a provider.

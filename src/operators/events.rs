@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Admin;
+use super::{Admin, unavailable};
 use crate::http::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::store::{EventRecord, Replay};
@@ -73,11 +73,6 @@ impl From<EventRecord> for EventView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventList {
     pub events: Vec<EventView>,
-}
-
-fn unavailable(e: crate::store::StoreError) -> ApiError {
-    tracing::error!(error = %e, "store error in an admin route");
-    ApiError::Unavailable
 }
 
 /// Inbox events by state, newest first, with reasons and attempt counts.

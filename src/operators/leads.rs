@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Admin;
+use super::{Admin, unavailable};
 use crate::domain::LeadId;
 use crate::http::error::{ApiError, ApiResult};
 use crate::intake::c2s::{REFRESH_ACTION, SOURCE};
@@ -41,10 +41,6 @@ async fn refresh(
         field: "lead_id".into(),
         problem: e.to_string(),
     })?;
-    let unavailable = |e: crate::store::StoreError| {
-        tracing::error!(error = %e, "store error in an admin route");
-        ApiError::Unavailable
-    };
     let payload = state
         .store
         .latest_event_payload(SOURCE, lead.as_str())

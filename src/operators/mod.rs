@@ -83,6 +83,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
     response
 }
 
+/// An admin route's answer to a store failure: logged here, a bare 503 to the client.
+pub(crate) fn unavailable(e: crate::store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "store error in an admin route");
+    ApiError::Unavailable
+}
+
 /// Masks a name for display: first letter of each word.
 pub(crate) fn mask_name(name: &str) -> String {
     name.split_whitespace()

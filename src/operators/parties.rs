@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Admin;
+use super::{Admin, unavailable};
 use crate::domain::Cpf;
 use crate::http::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -74,10 +74,7 @@ async fn erase(
         .store
         .erase_party(&cpf, ACTION, &hash)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "erasure failed");
-            ApiError::Unavailable
-        })?;
+        .map_err(unavailable)?;
     // Memory goes after the database: a lookup racing the erasure cannot re-fill memory
     // from rows that are already gone.
     let mut memory_entries = 0;
