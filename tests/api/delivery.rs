@@ -9,18 +9,7 @@ use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use crate::both_backends;
 use crate::helpers::*;
-use crate::pipeline::{CPF, PHONE_NATIONAL, mock_c2s_ok, mock_diretrix_phone, mock_work};
-
-async fn mock_phone_person(app: &TestApp) {
-    mock_diretrix_phone(
-        &app.diretrix,
-        PHONE_NATIONAL,
-        fixture("diretrix_found.json"),
-        1,
-    )
-    .await;
-    mock_work(&app.work_api, CPF, fixture("work_api_person.json"), 1).await;
-}
+use crate::pipeline::{PHONE_NATIONAL, mock_c2s_ok, mock_phone_person};
 
 fn lead(id: &str) -> serde_json::Value {
     c2s_event(
@@ -47,7 +36,7 @@ both_backends!(
     transient_crm_failures_are_retried_and_the_message_posted_once,
     |backend| async move {
         let app = spawn_app(backend).await;
-        mock_phone_person(&app).await;
+        mock_phone_person(&app, 1).await;
         mock_c2s_status(&app, 503, 2).await;
         mock_c2s_ok(&app.c2s, 1).await;
 
@@ -63,7 +52,7 @@ both_backends!(
     a_permanent_crm_rejection_is_dead_at_once_and_the_enrichment_is_kept,
     |backend| async move {
         let app = spawn_app(backend).await;
-        mock_phone_person(&app).await;
+        mock_phone_person(&app, 1).await;
         mock_c2s_status(&app, 404, 1).await;
 
         let ids = app.post_c2s_ok(&lead("L-1")).await;
@@ -88,7 +77,7 @@ both_backends!(
     a_crm_that_keeps_failing_ends_in_the_dead_letters_after_the_configured_attempts,
     |backend| async move {
         let app = spawn_app(backend).await;
-        mock_phone_person(&app).await;
+        mock_phone_person(&app, 1).await;
         // Four attempts configured by the harness.
         mock_c2s_status(&app, 500, 4).await;
 
@@ -127,7 +116,7 @@ impl Respond for RateLimitedOnce {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_is_retried_no_sooner_than_its_retry_after() {
     let app = spawn_app(Backend::Sqlite).await;
-    mock_phone_person(&app).await;
+    mock_phone_person(&app, 1).await;
     let arrivals = Arc::new(Mutex::new(Vec::new()));
     Mock::given(method("POST"))
         .respond_with(RateLimitedOnce {
@@ -158,7 +147,7 @@ both_backends!(
             s.delivery.max_delay_secs = 2;
         })
         .await;
-        mock_phone_person(&app).await;
+        mock_phone_person(&app, 1).await;
         mock_c2s_status(&app, 503, 1).await;
         mock_c2s_ok(&app.c2s, 1).await;
 
@@ -185,7 +174,7 @@ both_backends!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_lets_an_in_flight_delivery_finish_and_it_is_not_posted_again() {
     let mut app = spawn_app(Backend::Postgres).await;
-    mock_phone_person(&app).await;
+    mock_phone_person(&app, 1).await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_millis(800)))
         .expect(1)

@@ -8,7 +8,9 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::both_backends;
 use crate::helpers::*;
-use crate::pipeline::{CPF, PHONE_NATIONAL, mock_c2s_ok, mock_diretrix_phone, mock_work};
+use crate::pipeline::{
+    CPF, PHONE_NATIONAL, mock_c2s_ok, mock_diretrix_phone, mock_phone_person, mock_work,
+};
 
 const OTHER_PHONE: &str = "21998765432";
 
@@ -58,14 +60,7 @@ async fn metrics_count_a_scripted_run_exactly() {
         s.work_api.price_per_call = 2.0;
     })
     .await;
-    mock_diretrix_phone(
-        &app.diretrix,
-        PHONE_NATIONAL,
-        fixture("diretrix_found.json"),
-        1,
-    )
-    .await;
-    mock_work(&app.work_api, CPF, fixture("work_api_person.json"), 1).await;
+    mock_phone_person(&app, 1).await;
     mock_diretrix_phone(&app.diretrix, OTHER_PHONE, json!([]), 1).await;
     mock_c2s_ok(&app.c2s, 5).await;
 
@@ -229,14 +224,7 @@ both_backends!(
     cache_lookup_tells_the_tier_without_calling_a_provider_and_entries_can_be_dropped,
     |backend| async move {
         let app = spawn_app_with(backend, with_admin).await;
-        mock_diretrix_phone(
-            &app.diretrix,
-            PHONE_NATIONAL,
-            fixture("diretrix_found.json"),
-            1,
-        )
-        .await;
-        mock_work(&app.work_api, CPF, fixture("work_api_person.json"), 1).await;
+        mock_phone_person(&app, 1).await;
         mock_diretrix_phone(&app.diretrix, OTHER_PHONE, json!([]), 2).await;
         mock_c2s_ok(&app.c2s, 3).await;
         deliver(&app, "L-1", PHONE_NATIONAL).await;
@@ -350,14 +338,7 @@ both_backends!(
             s.cache.warm_on_start = 10;
         })
         .await;
-        mock_diretrix_phone(
-            &app.diretrix,
-            PHONE_NATIONAL,
-            fixture("diretrix_found.json"),
-            1,
-        )
-        .await;
-        mock_work(&app.work_api, CPF, fixture("work_api_person.json"), 1).await;
+        mock_phone_person(&app, 1).await;
         mock_c2s_ok(&app.c2s, 1).await;
         deliver(&app, "L-1", PHONE_NATIONAL).await;
 
@@ -410,14 +391,7 @@ both_backends!(
     dead_events_are_listed_with_reasons_and_replayed_without_paying_again,
     |backend| async move {
         let app = spawn_app_with(backend, with_admin).await;
-        mock_diretrix_phone(
-            &app.diretrix,
-            PHONE_NATIONAL,
-            fixture("diretrix_found.json"),
-            1,
-        )
-        .await;
-        mock_work(&app.work_api, CPF, fixture("work_api_person.json"), 1).await;
+        mock_phone_person(&app, 1).await;
         Mock::given(method("POST"))
             .respond_with(ResponseTemplate::new(422))
             .up_to_n_times(2)
@@ -524,14 +498,7 @@ both_backends!(
     erasing_a_party_removes_its_data_and_cache_and_the_next_lookup_pays_again,
     |backend| async move {
         let app = spawn_app_with(backend, with_admin).await;
-        mock_diretrix_phone(
-            &app.diretrix,
-            PHONE_NATIONAL,
-            fixture("diretrix_found.json"),
-            2,
-        )
-        .await;
-        mock_work(&app.work_api, CPF, fixture("work_api_person.json"), 2).await;
+        mock_phone_person(&app, 2).await;
         mock_c2s_ok(&app.c2s, 2).await;
         deliver(&app, "L-1", PHONE_NATIONAL).await;
 
@@ -595,14 +562,7 @@ both_backends!(
     a_forced_refresh_bypasses_every_tier_and_posts_a_fresh_message,
     |backend| async move {
         let app = spawn_app_with(backend, with_admin).await;
-        mock_diretrix_phone(
-            &app.diretrix,
-            PHONE_NATIONAL,
-            fixture("diretrix_found.json"),
-            2,
-        )
-        .await;
-        mock_work(&app.work_api, CPF, fixture("work_api_person.json"), 2).await;
+        mock_phone_person(&app, 2).await;
         mock_c2s_ok(&app.c2s, 2).await;
         deliver(&app, "L-1", PHONE_NATIONAL).await;
 

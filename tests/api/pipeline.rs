@@ -66,6 +66,18 @@ pub async fn mock_c2s_ok(server: &MockServer, times: u64) {
         .await;
 }
 
+/// Diretrix knows Maria's phone and the Work API her CPF, `times` calls each.
+pub async fn mock_phone_person(app: &TestApp, times: u64) {
+    mock_diretrix_phone(
+        &app.diretrix,
+        PHONE_NATIONAL,
+        fixture("diretrix_found.json"),
+        times,
+    )
+    .await;
+    mock_work(&app.work_api, CPF, fixture("work_api_person.json"), times).await;
+}
+
 /// Diretrix and the Work API both know Maria, by phone and by email, once each.
 pub async fn mock_maria(app: &TestApp) {
     mock_diretrix_phone(
