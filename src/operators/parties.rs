@@ -1,8 +1,9 @@
 //! `DELETE /api/v1/parties/{cpf}`: the right to erasure.
 //!
 //! Removes the person's party, contacts, enrichments and lead links, the remembered not-found
-//! answers that point to them, and every memory entry for the CPF and its contacts; then the
-//! next lookup of any of them goes back to the providers. The audit row keeps when, which
+//! answers that point to them, redacts the inbox events of every lead the person reaches
+//! (payload, contact set, rendered message), and drops every memory entry for the CPF and
+//! those contacts; then the next lookup of any of them goes back to the providers. The audit row keeps when, which
 //! action, the counts, and a keyed one-way hash of the CPF: enough to answer "was this CPF
 //! erased?" for someone who holds the admin token, useless to anyone enumerating CPFs.
 
@@ -35,6 +36,9 @@ pub struct Erased {
     pub enrichments: u64,
     pub lead_links: u64,
     pub negatives: u64,
+    /// Inbox events redacted (payload, contact set and message of every event of a lead
+    /// the person reaches).
+    pub events: u64,
     /// Memory entries dropped (the CPF and each of its contacts).
     pub memory_entries: u64,
     /// The hash recorded in the audit row.
@@ -100,6 +104,7 @@ async fn erase(
         enrichments: erasure.enrichments,
         lead_links: erasure.lead_links,
         negatives: erasure.negatives,
+        events: erasure.events,
         memory_entries,
         cpf_hash: hash,
     }))

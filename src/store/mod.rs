@@ -188,11 +188,16 @@ pub struct Erasure {
     pub contacts: u64,
     pub enrichments: u64,
     pub lead_links: u64,
-    /// Remembered not-found answers: the CPF's and those of the party's contact values.
+    /// Remembered not-found answers: the CPF's, those of the party's contact values and those
+    /// of the contacts the redacted inbox events carried.
     pub negatives: u64,
-    /// The party's phone and e-mail contacts (all sources; WhatsApp rows as phones), parsed
-    /// back to canonical keys, sorted and deduplicated, for the caller to drop from memory.
-    /// Rows that no longer parse are still deleted but not listed: no canonical key names them.
+    /// Inbox events redacted: every event of a lead linked to the party or carrying one of
+    /// its contacts (in its payload or its contact set).
+    pub events: u64,
+    /// The party's phone and e-mail contacts (all sources; WhatsApp rows as phones) and the
+    /// contacts of the redacted events, as canonical keys, sorted and deduplicated, for the
+    /// caller to drop from memory. Rows that no longer parse are still deleted but not
+    /// listed: no canonical key names them.
     pub contact_keys: Vec<ContactKey>,
 }
 
@@ -205,8 +210,124 @@ impl Erasure {
             "enrichments": self.enrichments,
             "lead_links": self.lead_links,
             "negatives": self.negatives,
+            "events": self.events,
         })
     }
+}
+
+/// The key an erased inbox payload carries (`"erased": true`). The worker ends such an event
+/// done with the outcome [`ERASED_OUTCOME`] without reading anything else from it.
+pub const ERASED_MARK: &str = "erased";
+
+/// The outcome of an event whose payload was erased before it was processed.
+pub const ERASED_OUTCOME: &str = "erased";
+
+/// Whether an inbox payload was redacted by an erasure.
+pub fn is_erased(payload: &Value) -> bool {
+    payload.get(ERASED_MARK) == Some(&Value::Bool(true))
+}
+
+/// An inbox payload with the personal data gone: only the lead id, the action and the
+/// sender's `updated_at` stay (what identifies the delivery; the inbox row's own columns
+/// already carry source, lead and `event_at` for duplicate detection), plus the erased mark.
+/// Everything else (customer, product, messages, log) is dropped rather than picked over:
+/// free-text fields of a CRM lead can hold anything.
+pub(crate) fn redact_payload(payload: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for field in ["id", "hook_action"] {
+        if let Some(v) = payload.get(field) {
+            out.insert(field.to_owned(), v.clone());
+        }
+    }
+    if let Some(at) = payload.pointer("/attributes/updated_at") {
+        out.insert(
+            "attributes".to_owned(),
+            serde_json::json!({ "updated_at": at }),
+        );
+    }
+    out.insert(ERASED_MARK.to_owned(), Value::Bool(true));
+    Value::Object(out)
+}
+
+/// An inbox row as erasure scans it: who it is, and the contacts it carries (the customer's
+/// raw phone and e-mail from the payload, and the canonical contact set once processed).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct InboxContacts {
+    pub id: i64,
+    pub source: String,
+    pub lead_id: String,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub contact_set: Option<String>,
+}
+
+impl InboxContacts {
+    /// The canonical keys this row carries, read the way the worker reads them.
+    fn keys(&self) -> Vec<ContactKey> {
+        let mut keys = Vec::new();
+        if let Some(p) = self
+            .phone
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            && let Ok(phone) = crate::domain::Phone::parse(p)
+        {
+            keys.push(ContactKey::Phone(phone));
+        }
+        if let Some(e) = self
+            .email
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            && let Ok(email) = crate::domain::Email::parse(e)
+        {
+            keys.push(ContactKey::Email(email));
+        }
+        for part in self.contact_set.as_deref().unwrap_or("").split(',') {
+            if let Some((kind, value)) = part.split_once(':')
+                && let Some(kind) = ContactKind::parse(kind)
+                && let Ok(key) = ContactKey::from_parts(kind, value)
+            {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+}
+
+/// Which inbox rows an erasure redacts, and every contact key it reaches.
+///
+/// A lead is reached when it is linked to the party (`linked`) or when any of its events
+/// carries one of the party's contacts; then every event of that lead is redacted (they are
+/// the same CRM customer), and the contacts those events carry join the keys to forget.
+pub(crate) fn erasure_scope(
+    party_keys: &[ContactKey],
+    linked: &[(String, String)],
+    rows: &[InboxContacts],
+) -> (Vec<i64>, Vec<ContactKey>) {
+    use std::collections::HashSet;
+    let party: HashSet<&ContactKey> = party_keys.iter().collect();
+    let mut leads: HashSet<(&str, &str)> = linked
+        .iter()
+        .map(|(s, l)| (s.as_str(), l.as_str()))
+        .collect();
+    let row_keys: Vec<Vec<ContactKey>> = rows.iter().map(InboxContacts::keys).collect();
+    for (row, keys) in rows.iter().zip(&row_keys) {
+        if keys.iter().any(|k| party.contains(k)) {
+            leads.insert((row.source.as_str(), row.lead_id.as_str()));
+        }
+    }
+    let mut ids = Vec::new();
+    let mut keys: Vec<ContactKey> = party_keys.to_vec();
+    for (row, row_keys) in rows.iter().zip(row_keys) {
+        if leads.contains(&(row.source.as_str(), row.lead_id.as_str())) {
+            ids.push(row.id);
+            keys.extend(row_keys);
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    (ids, keys)
 }
 
 /// One erasure as audited: when, through which action, for which hashed CPF, and how many
@@ -342,9 +463,17 @@ pub trait Store: Send + Sync + 'static {
     /// contacts (every kind and source) and the party itself, and appends one audit row
     /// (`action`, `cpf_hash`, the counts) that holds no personal data. Without a party the
     /// CPF's not-found is still deleted and the audit row still written (`found` false).
-    /// The store does not hash: `cpf_hash` is written as given. The rendered messages of
-    /// the party's linked leads are cleared (they hold the bought data); inbox payloads are
-    /// the CRM's own lead data and stay.
+    /// The store does not hash: `cpf_hash` is written as given.
+    ///
+    /// The inbox keeps no copy either: every event of a lead linked to the party, or whose
+    /// payload or contact set carries one of its contacts, has its payload replaced by
+    /// [`redact_payload`] (lead id, action, `updated_at`, the erased mark), its contact set
+    /// and rendered message cleared; the not-founds of the contacts those events carried go
+    /// too, and they are listed in `contact_keys`. An event being processed loses its claim
+    /// and goes back to pending (the worker holding it can no longer write or post); pending
+    /// and dead events keep their state. The worker ends any erased event done with the
+    /// outcome [`ERASED_OUTCOME`]. Finding the events reads the customer contacts of every
+    /// inbox row (the inbox is bounded by retention), parsed as the worker parses them.
     async fn erase_party(
         &self,
         cpf: &Cpf,

@@ -15,9 +15,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InsertOutcome, LeadLink, Lookup,
-    NewEvent, PartyCounts, Replay, Store, StoreError, StoredPerson, WarmPerson, contact_keys_of,
-    keys_by_party, person_contacts,
+    AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InboxContacts, InsertOutcome,
+    LeadLink, Lookup, NewEvent, PartyCounts, Replay, Store, StoreError, StoredPerson, WarmPerson,
+    contact_keys_of, erasure_scope, keys_by_party, person_contacts, redact_payload,
 };
 use crate::domain::{ContactKey, Cpf, Person};
 
@@ -666,39 +666,76 @@ impl Store for SqliteStore {
             found: party.is_some(),
             ..Erasure::default()
         };
+        let mut party_keys = Vec::new();
+        let mut linked: Vec<(String, String)> = Vec::new();
         if let Some(party) = party {
             let rows: Vec<(String, String)> =
                 sqlx::query_as("SELECT kind, value FROM party_contacts WHERE party_id = $1")
                     .bind(party)
                     .fetch_all(&mut *tx)
                     .await?;
-            erasure.contact_keys = contact_keys_of(&rows);
-        }
-        erasure.negatives = sqlx::query(
-            "DELETE FROM negative_lookups
-              WHERE (kind = 'cpf' AND value = $1)
-                 OR (kind, value) IN (
-                      SELECT CASE kind WHEN 'whatsapp' THEN 'phone' ELSE kind END, value
-                        FROM party_contacts WHERE party_id = $2)",
-        )
-        .bind(cpf.as_str())
-        .bind(party)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if let Some(party) = party {
-            // Rendered messages of the linked leads hold the bought data: they go too. An
-            // event that still needs its message renders it again from fresh answers.
-            sqlx::query(
-                "UPDATE webhook_inbox SET message = NULL
-                  WHERE message IS NOT NULL
-                    AND EXISTS (SELECT 1 FROM lead_parties l
-                                 WHERE l.party_id = $1 AND l.source = webhook_inbox.source
-                                   AND l.lead_id = webhook_inbox.lead_id)",
+            party_keys = contact_keys_of(&rows);
+            linked = sqlx::query_as(
+                "SELECT DISTINCT source, lead_id FROM lead_parties WHERE party_id = $1",
             )
             .bind(party)
+            .fetch_all(&mut *tx)
+            .await?;
+        }
+        // The inbox holds the CRM's copy of the person (name, phone, e-mail) and the rendered
+        // message holds the bought data: the events of every lead the person reaches are
+        // redacted in this same transaction.
+        let inbox: Vec<InboxContacts> = sqlx::query_as(
+            "SELECT id, source, lead_id,
+                    CAST(json_extract(payload, '$.attributes.customer.phone') AS TEXT) AS phone,
+                    CAST(json_extract(payload, '$.attributes.customer.email') AS TEXT) AS email,
+                    contact_set
+               FROM webhook_inbox",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let (event_ids, keys) = erasure_scope(&party_keys, &linked, &inbox);
+        for id in &event_ids {
+            let payload: String =
+                sqlx::query_scalar("SELECT payload FROM webhook_inbox WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            sqlx::query(
+                "UPDATE webhook_inbox
+                SET payload = $2, contact_set = NULL, message = NULL,
+                    state = CASE WHEN state = 'processing' THEN 'pending' ELSE state END,
+                    claim_token = CASE WHEN state = 'processing' THEN NULL ELSE claim_token END,
+                    lease_until = CASE WHEN state = 'processing' THEN NULL ELSE lease_until END,
+                    send_started_at = CASE WHEN state = 'processing' THEN NULL
+                                           ELSE send_started_at END,
+                    updated_at = $3
+              WHERE id = $1",
+            )
+            .bind(id)
+            .bind(redact_payload(&json(&payload, "inbox payload")?).to_string())
+            .bind(now())
             .execute(&mut *tx)
             .await?;
+        }
+        erasure.events = event_ids.len() as u64;
+        erasure.negatives =
+            sqlx::query("DELETE FROM negative_lookups WHERE kind = 'cpf' AND value = $1")
+                .bind(cpf.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        for key in &keys {
+            erasure.negatives +=
+                sqlx::query("DELETE FROM negative_lookups WHERE kind = $1 AND value = $2")
+                    .bind(key.kind().as_str())
+                    .bind(key.value())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+        }
+        erasure.contact_keys = keys;
+        if let Some(party) = party {
             // Children first, each counted; the cascades then have nothing left to do.
             for (table, count) in [
                 ("lead_parties", &mut erasure.lead_links),

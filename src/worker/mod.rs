@@ -128,6 +128,14 @@ pub async fn process(state: &AppState, event: ClaimedEvent) {
 }
 
 async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
+    // An erasure redacted this event's payload: there is nobody left to enrich or write to,
+    // and the event must not be dead-lettered as unreadable (an operator would replay it).
+    if crate::store::is_erased(&event.payload) {
+        return Finish::Done {
+            outcome: crate::store::ERASED_OUTCOME.into(),
+            contact_set: None,
+        };
+    }
     if event.send_started {
         return Finish::Dead {
             reason: UNKNOWN_OUTCOME.into(),

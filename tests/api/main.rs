@@ -3,6 +3,8 @@
 
 mod config;
 mod delivery;
+mod dump;
+mod erasure;
 mod helpers;
 mod intake;
 mod logs;

@@ -1578,6 +1578,8 @@ both_backends!(
                 enrichments: 1,
                 lead_links: 1,
                 negatives: 2,
+                // lead-a is linked to the party: its one event is redacted.
+                events: 1,
                 contact_keys: maria_keys(),
             }
         );
@@ -1611,7 +1613,7 @@ both_backends!(
         assert_eq!(audit[0].cpf_hash, CPF_HASH);
         assert_eq!(
             audit[0].counts,
-            json!({"parties": 1, "contacts": 7, "enrichments": 1, "lead_links": 1, "negatives": 2})
+            json!({"parties": 1, "contacts": 7, "enrichments": 1, "lead_links": 1, "negatives": 2, "events": 1})
         );
         let age = now() - audit[0].at;
         assert!(
@@ -1682,7 +1684,7 @@ both_backends!(
         assert!(audit[0].id > audit[1].id);
         assert_eq!(
             audit[1].counts,
-            json!({"parties": 0, "contacts": 0, "enrichments": 0, "lead_links": 0, "negatives": 1})
+            json!({"parties": 0, "contacts": 0, "enrichments": 0, "lead_links": 0, "negatives": 1, "events": 0})
         );
         assert_eq!(audit[0].counts["negatives"], json!(0));
         assert_eq!(store.erasure_audit(1).await.unwrap().len(), 1);
