@@ -2,6 +2,7 @@
 //! SQLite) with wiremock standing in for every outside API. One binary, so it links once.
 
 mod config;
+mod crash;
 mod delivery;
 mod dump;
 mod erasure;
@@ -10,4 +11,5 @@ mod intake;
 mod logs;
 mod operators;
 mod pipeline;
+mod process;
 mod store;
