@@ -54,6 +54,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 fn load_and_start_logging() -> anyhow::Result<Settings> {
     let settings = Settings::load()?;
     crate::telemetry::init(settings.env);
+    crate::telemetry::install_panic_hook();
     Ok(settings)
 }
 

@@ -227,8 +227,10 @@ impl Application {
             .await;
         // The server may stop on its own (an I/O error); workers must stop with it.
         shutdown.cancel();
+        // A JoinError's text carries the panic message, which may hold personal data; the
+        // panic hook has already logged where it happened.
         if let Err(e) = workers.await {
-            tracing::error!(error = %e, "worker task failed");
+            tracing::error!(panicked = e.is_panic(), "worker task failed");
         }
         served
     }

@@ -41,6 +41,35 @@ pub fn init(env: AppEnv) {
     init_with(env == AppEnv::Production, &spec, std::io::stdout);
 }
 
+/// Replaces the default panic hook, which prints the panic message to stderr outside the
+/// log format and filter, with [`log_panic`]. Call once, from the binary.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(log_panic));
+}
+
+/// What the message of a panic whose text was formatted at run time is logged as.
+pub const PANIC_MESSAGE_WITHHELD: &str =
+    "(formatted at run time; withheld, it may hold personal data)";
+
+/// Logs a panic as one error event (target `enricher::panic`) with its location. Only a
+/// literal message is logged: a message formatted at run time (`expect` on an error, a
+/// `Debug` of a value) can carry a phone, a CPF or a token, so its text is withheld; the
+/// location says where to look.
+pub fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let location = info
+        .location()
+        .map(|l| format!("{}:{}", l.file(), l.line()))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let message = info
+        .payload()
+        .downcast_ref::<&'static str>()
+        .copied()
+        .unwrap_or(PANIC_MESSAGE_WITHHELD);
+    let thread = std::thread::current();
+    let thread = thread.name().unwrap_or("unnamed");
+    tracing::error!(target: "enricher::panic", location, thread, message, "panic");
+}
+
 /// Installs a subscriber writing to `writer` as the global default.
 pub fn init_with<W>(json: bool, spec: &str, writer: W)
 where
