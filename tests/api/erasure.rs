@@ -182,3 +182,82 @@ both_backends!(
         app.verify_mocks().await;
     }
 );
+
+both_backends!(
+    an_event_in_flight_during_an_erasure_loses_its_claim_and_ends_erased_without_a_post,
+    |backend| async move {
+        let app = spawn_app_with(backend, with_admin).await;
+        // The phone answer is slow: the erasure lands while the worker waits for it.
+        Mock::given(method("GET"))
+            .and(path(format!("/Consultas/Pessoa/Telefone/{PHONE_NATIONAL}")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(fixture("diretrix_found.json"))
+                    .set_delay(std::time::Duration::from_millis(800)),
+            )
+            .expect(1)
+            .mount(&app.diretrix)
+            .await;
+        mock_diretrix_email(&app.diretrix, EMAIL, fixture("diretrix_found.json"), 1).await;
+        Mock::given(method("GET"))
+            .and(path("/api"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(fixture("work_api_person.json")))
+            .mount(&app.work_api)
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(201))
+            .expect(0)
+            .mount(&app.c2s)
+            .await;
+
+        let id = app.post_c2s_ok(&fixture("c2s_webhook_create.json")).await[0];
+        let store = app.store().clone();
+        wait_for(
+            "the e-mail lookup to store the party",
+            std::time::Duration::from_secs(10),
+            || {
+                let store = store.clone();
+                async move { (store.party_counts().await.ok()?.parties == 1).then_some(()) }
+            },
+        )
+        .await;
+        assert_eq!(
+            app.store().event(id).await.unwrap().unwrap().state,
+            "processing"
+        );
+
+        let response = app
+            .admin(Method::DELETE, &format!("/api/v1/parties/{CPF}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+
+        let event = app.wait_final(id).await;
+        assert_eq!(
+            (event.state.as_str(), event.outcome.as_deref()),
+            ("done", Some("erased"))
+        );
+        // The worker that held the old claim finishes too, and can neither write nor post.
+        wait_for(
+            "the worker that lost its claim to give up",
+            std::time::Duration::from_secs(10),
+            || async { app.scrape().await.contains("state=\"retry\"").then_some(()) },
+        )
+        .await;
+        let event = app.store().event(id).await.unwrap().unwrap();
+        assert_eq!(
+            (event.state.as_str(), event.outcome.as_deref()),
+            ("done", Some("erased"))
+        );
+        let rows = all_rows(&app.db.url).await;
+        let inbox: Vec<&String> = rows
+            .iter()
+            .filter(|(t, _)| t.ends_with("webhook_inbox"))
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(leak(inbox[0], &maria_values()), None, "{}", inbox[0]);
+        app.verify_mocks().await;
+    }
+);
