@@ -94,6 +94,21 @@ impl World {
     }
 }
 
+/// The real binary's own output (stdout and stderr, as an operator's log shipper reads it)
+/// names none of Maria's values.
+fn assert_logs_clean(processes: &[&Process]) {
+    let forbidden = crate::dump::maria_values();
+    for process in processes {
+        let output = process.output();
+        assert!(output.contains("listening"), "output captured:\n{output}");
+        for line in output.lines() {
+            if let Some(value) = crate::dump::leak(line, &forbidden) {
+                panic!("the child's output leaks {value:?}: {line}");
+            }
+        }
+    }
+}
+
 /// Posts a webhook to a process and returns the accepted event ids.
 async fn post(process: &Process, body: &Value) -> Vec<i64> {
     let response = reqwest::Client::new()
@@ -237,7 +252,7 @@ both_backends!(
         }
         first.kill();
 
-        let _second = w.process(&[]).await;
+        let second = w.process(&[]).await;
         for id in waiting.iter().chain([&blocker]) {
             let event = w.wait_final(*id).await;
             assert_eq!(
@@ -254,6 +269,7 @@ both_backends!(
             "one message per lead"
         );
         w.verify_mocks().await;
+        assert_logs_clean(&[&first, &second]);
     }
 );
 
@@ -290,7 +306,7 @@ both_backends!(
         assert_eq!(w.store.party_counts().await.unwrap().enrichments, 0);
         first.kill();
 
-        let _second = w.process(&[]).await;
+        let second = w.process(&[]).await;
         let event = w.wait_final(id).await;
         assert_eq!(
             (event.state.as_str(), event.outcome.as_deref()),
@@ -298,6 +314,7 @@ both_backends!(
         );
         assert_eq!(w.posted_leads().await, ["L-1"]);
         w.verify_mocks().await;
+        assert_logs_clean(&[&first, &second]);
     }
 );
 
@@ -343,7 +360,7 @@ both_backends!(
         wait_received(&w.work_api, "/api", 1).await;
         first.kill();
 
-        let _second = w.process(&[]).await;
+        let second = w.process(&[]).await;
         for id in &ids {
             let event = w.wait_final(*id).await;
             assert_eq!(
@@ -356,6 +373,7 @@ both_backends!(
         leads.sort();
         assert_eq!(leads, ["L-1", "L-2"]);
         w.verify_mocks().await;
+        assert_logs_clean(&[&first, &second]);
     }
 );
 
@@ -389,7 +407,7 @@ async fn a_kill_after_the_purchases_are_stored_and_before_the_post_sends_once_an
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_json(fixture("work_api_person.json"))
-                .set_delay(Duration::from_secs(2)),
+                .set_delay(Duration::from_secs(3)),
         )
         .expect(1)
         .mount(&w.work_api)
@@ -438,7 +456,7 @@ async fn a_kill_after_the_purchases_are_stored_and_before_the_post_sends_once_an
     tx.rollback().await.unwrap();
     assert!(w.posted_leads().await.is_empty(), "nothing was posted");
 
-    let _second = w.process(&[]).await;
+    let second = w.process(&[]).await;
     let event = w.wait_final(id).await;
     assert_eq!(
         (event.state.as_str(), event.outcome.as_deref()),
@@ -448,6 +466,7 @@ async fn a_kill_after_the_purchases_are_stored_and_before_the_post_sends_once_an
     let counts = w.store.party_counts().await.unwrap();
     assert_eq!((counts.parties, counts.enrichments), (1, 1));
     w.verify_mocks().await;
+    assert_logs_clean(&[&first, &second]);
 }
 
 both_backends!(
@@ -476,7 +495,7 @@ both_backends!(
         wait_received(&w.c2s, "/create_message", 1).await;
         first.kill();
 
-        let _second = w.process(&[]).await;
+        let second = w.process(&[]).await;
         let event = w.wait_final(id).await;
         assert_eq!(event.state, "dead");
         assert_eq!(
@@ -485,5 +504,6 @@ both_backends!(
         );
         assert_eq!(w.posted_leads().await, ["L-1"], "never a second message");
         w.verify_mocks().await;
+        assert_logs_clean(&[&first, &second]);
     }
 );

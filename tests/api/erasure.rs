@@ -193,7 +193,7 @@ both_backends!(
             .respond_with(
                 ResponseTemplate::new(200)
                     .set_body_json(fixture("diretrix_found.json"))
-                    .set_delay(std::time::Duration::from_millis(800)),
+                    .set_delay(std::time::Duration::from_secs(2)),
             )
             .expect(1)
             .mount(&app.diretrix)
