@@ -590,3 +590,115 @@ pub(crate) fn keys_by_party(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Email, Phone};
+
+    fn row(
+        id: i64,
+        lead: &str,
+        phone: Option<&str>,
+        email: Option<&str>,
+        set: Option<&str>,
+    ) -> InboxContacts {
+        InboxContacts {
+            id,
+            source: "c2s".into(),
+            lead_id: lead.into(),
+            phone: phone.map(str::to_owned),
+            email: email.map(str::to_owned),
+            contact_set: set.map(str::to_owned),
+        }
+    }
+
+    fn phone(s: &str) -> ContactKey {
+        ContactKey::Phone(Phone::parse(s).unwrap())
+    }
+
+    fn email(s: &str) -> ContactKey {
+        ContactKey::Email(Email::parse(s).unwrap())
+    }
+
+    #[test]
+    fn a_redacted_payload_keeps_only_the_delivery_identity_and_the_erased_mark() {
+        let payload = serde_json::json!({
+            "id": "L-1",
+            "hook_action": "on_create_lead",
+            "attributes": {
+                "updated_at": "2026-11-20T14:03:11-03:00",
+                "customer": {"name": "Maria", "phone": "(11) 98765-4321"},
+                "product": {"description": "Apartamento"}
+            },
+            "extra": "anything"
+        });
+        let redacted = redact_payload(&payload);
+        assert_eq!(
+            redacted,
+            serde_json::json!({
+                "id": "L-1",
+                "hook_action": "on_create_lead",
+                "attributes": {"updated_at": "2026-11-20T14:03:11-03:00"},
+                "erased": true
+            })
+        );
+        assert!(is_erased(&redacted));
+        assert!(!is_erased(&payload));
+        // The worker can still read which lead and delivery it was.
+        let parsed = crate::intake::c2s::C2sEvent::from_payload(&redacted, "").unwrap();
+        assert_eq!(parsed.lead_id.as_str(), "L-1");
+        assert!(parsed.customer.keys().is_empty());
+    }
+
+    #[test]
+    fn erasure_reaches_linked_leads_and_leads_carrying_a_contact_in_any_form_with_all_their_events()
+    {
+        let party = vec![phone("11987654321"), email("maria.souza@example.com")];
+        let rows = vec![
+            // Linked lead, no contact of the party in sight.
+            row(1, "linked", None, Some("other@example.com"), None),
+            // Carries the phone in another format, in the payload only.
+            row(2, "by-payload", Some(" +55 11 98765 4321 "), None, None),
+            // Carries the e-mail in the contact set only; a later event of it has neither.
+            row(
+                3,
+                "by-set",
+                None,
+                None,
+                Some("email:maria.souza@example.com"),
+            ),
+            row(4, "by-set", Some("(21) 99876-5432"), None, None),
+            // Somebody else.
+            row(
+                5,
+                "unrelated",
+                Some("(31) 99876-5402"),
+                Some("joao@example.org"),
+                None,
+            ),
+        ];
+        let linked = vec![("c2s".to_owned(), "linked".to_owned())];
+
+        let (ids, keys) = erasure_scope(&party, &linked, &rows);
+
+        assert_eq!(ids, vec![1, 2, 3, 4]);
+        let mut expected = vec![
+            phone("11987654321"),
+            email("maria.souza@example.com"),
+            email("other@example.com"),
+            phone("21998765432"),
+        ];
+        expected.sort();
+        assert_eq!(
+            keys, expected,
+            "the reached events' contacts are forgotten too"
+        );
+    }
+
+    #[test]
+    fn erasure_without_a_party_reaches_no_event() {
+        let rows = vec![row(1, "a", Some("11987654321"), None, None)];
+        assert_eq!(erasure_scope(&[], &[], &rows), (vec![], vec![]));
+    }
+}
