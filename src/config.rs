@@ -95,7 +95,15 @@ pub struct DatabaseSettings {
     /// `postgres://…` or `sqlite://…`; may hold a password, hence secret.
     #[serde(serialize_with = "serialize_redacted_url")]
     pub url: SecretString,
+    /// Connections for intake, claims and reads/writes (Postgres: per instance).
     pub max_connections: u32,
+    /// Postgres only: a separate pool for the cross-instance purchase locks, so instances
+    /// waiting on one another can never take the connections intake needs. Bounds how many
+    /// purchases this instance makes at once.
+    pub lock_connections: u32,
+    /// Postgres only: how long a purchase waits for another instance buying the same key
+    /// before the event is retried later (never bought twice).
+    pub lock_wait_ms: u64,
 }
 
 impl DatabaseSettings {

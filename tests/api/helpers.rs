@@ -91,7 +91,7 @@ async fn template() -> &'static str {
                     .unwrap();
                 {
                     let store =
-                        enricher::store::PgStore::connect(&with_database(&admin, &building), 2)
+                        enricher::store::PgStore::connect(&with_database(&admin, &building), 2, 1)
                             .await
                             .unwrap();
                     use enricher::store::Store;
@@ -156,6 +156,8 @@ impl TestDb {
         let settings = enricher::config::DatabaseSettings {
             url: self.url.clone().into(),
             max_connections: 5,
+            lock_connections: 2,
+            lock_wait_ms: 5000,
         };
         let store = enricher::store::connect(&settings).await.unwrap();
         store.migrate().await.unwrap();
