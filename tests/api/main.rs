@@ -4,6 +4,7 @@
 mod config;
 mod delivery;
 mod helpers;
+mod instances;
 mod intake;
 mod logs;
 mod operators;
