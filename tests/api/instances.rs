@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use enricher::domain::Cpf;
+use enricher::metrics::LookupKind;
 use enricher::startup::Application;
 use enricher::store::EventRecord;
 use reqwest::Method;
@@ -192,13 +193,24 @@ async fn a_crashed_instances_events_are_finished_by_the_others_within_a_lease() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_shorter_than_a_provider_call_is_kept_by_the_heartbeat() {
     // Without renewal the second instance would take the event over after one second and
-    // buy again; the heartbeat keeps it with the instance that is working on it.
+    // work it too (the purchase lock would still save the money: it would wait and read the
+    // first instance's answer). The heartbeat keeps the event with the instance working it.
     let apps = spawn_instances(2, |s| s.workers.lease_secs = 1).await;
     mock_person(&apps[0], 0, Duration::from_millis(2500), 1).await;
     mock_c2s_ok(&apps[0].c2s, 1).await;
     let leads = burst(&apps[..1], 1, 1).await;
     let events = wait_all_final(&apps[1], leads.len(), Duration::from_secs(20)).await;
     assert!(events.iter().all(|e| e.state == "done"), "{events:?}");
+    assert_eq!(events[0].attempts, 0, "{events:?}");
+    let workers_that_looked_up: usize = apps
+        .iter()
+        .map(|app| {
+            let counts = app.state.metrics.tier_counts(LookupKind::Contact);
+            counts.memory_hit + counts.database_hit + counts.negative_hit + counts.provider_call
+        })
+        .filter(|&n| n > 0)
+        .count();
+    assert_eq!(workers_that_looked_up, 1, "the event ran on two instances");
     apps[0].verify_mocks().await;
 }
 
