@@ -525,3 +525,91 @@ async fn intake_keeps_answering_while_more_purchases_wait_than_the_pools_hold() 
     assert_eq!(per_lead.values().sum::<usize>(), people * 2);
     apps[0].verify_mocks().await;
 }
+
+/// A connection to the test's database, outside every application.
+async fn outside_connection(app: &TestApp) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(&app.db.url).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_lock_held_too_long_elsewhere_retries_the_event_and_buys_once() {
+    let apps = spawn_instances(1, |s| {
+        s.database.lock_wait_ms = 300;
+        s.delivery.base_delay_ms = 200;
+    })
+    .await;
+    let app = &apps[0];
+    // Another instance is buying this phone (its lock held by an outside transaction).
+    let mut other = outside_connection(app).await;
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(x'456e4331'::int, hashtext($1))")
+        .bind("phone:+5511987650000")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    mock_person(app, 0, Duration::ZERO, 1).await;
+    mock_c2s_ok(&app.c2s, 1).await;
+    let leads = burst(&apps, 1, 1).await;
+
+    let store = app.store().clone();
+    let retried = wait_for("the event to be retried", Duration::from_secs(10), || {
+        let store = store.clone();
+        async move {
+            let event = store.events(None, 10).await.ok()?.pop()?;
+            (event.attempts > 0).then_some(event)
+        }
+    })
+    .await;
+    assert!(
+        retried.last_error.as_deref().unwrap_or("").contains("busy"),
+        "{retried:?}"
+    );
+    assert_eq!(app.diretrix.received_requests().await.unwrap().len(), 0);
+
+    // The other instance is done: the retry buys, once.
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let events = wait_all_final(app, leads.len(), Duration::from_secs(20)).await;
+    assert_eq!(events[0].state, "done", "{events:?}");
+    app.verify_mocks().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_on_postgres_wait_for_one_another() {
+    // Two claims judging one lead on different snapshots could both take an event of it;
+    // claims therefore run one at a time, under one advisory lock.
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let event = enricher::store::NewEvent {
+        source: "c2s",
+        lead_id: enricher::domain::LeadId::parse("d1b2c3d4e5f60718293a4b5c").unwrap(),
+        event_at: time::OffsetDateTime::now_utc(),
+        action: "on_create_lead".into(),
+        payload: json!({}),
+    };
+    store.insert_events(&[event]).await.unwrap();
+    let mut other = {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&db.url).await.unwrap()
+    };
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(x'456e4333'::int, 0)")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    let lease = Duration::from_secs(15);
+    let claim = store.claim_events(10, lease);
+    tokio::pin!(claim);
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut claim).await;
+    assert!(
+        early.is_err(),
+        "a claim ran while another held the claim lock"
+    );
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let claimed = tokio::time::timeout(Duration::from_secs(5), claim)
+        .await
+        .expect("the claim goes on once the other finished")
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+}
