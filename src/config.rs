@@ -324,6 +324,14 @@ impl Settings {
                 reason: "must be at least 1".into(),
             });
         }
+        if self.workers.lease_secs < 3 {
+            // The heartbeat renews every third of the lease; below three seconds a busy
+            // database or a pause can let a live worker's lease run out.
+            return Err(ConfigError::Invalid {
+                name: "ENRICHER__WORKERS__LEASE_SECS",
+                reason: "must be at least 3".into(),
+            });
+        }
         if self.delivery.max_attempts == 0 {
             return Err(ConfigError::Invalid {
                 name: "ENRICHER__DELIVERY__MAX_ATTEMPTS",

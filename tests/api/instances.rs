@@ -613,3 +613,39 @@ async fn claims_on_postgres_wait_for_one_another() {
         .unwrap();
     assert_eq!(claimed.len(), 1);
 }
+
+crate::both_backends!(
+    a_lease_is_renewed_only_by_the_claim_that_holds_it,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let event = enricher::store::NewEvent {
+            source: "c2s",
+            lead_id: enricher::domain::LeadId::parse("e1b2c3d4e5f60718293a4b5c").unwrap(),
+            event_at: time::OffsetDateTime::now_utc(),
+            action: "on_create_lead".into(),
+            payload: json!({}),
+        };
+        store.insert_events(&[event]).await.unwrap();
+        let short = Duration::from_millis(300);
+        let mine = store.claim_events(1, short).await.unwrap().pop().unwrap();
+        // Renewed past its first expiry, the event stays with its holder...
+        assert!(
+            store
+                .renew_lease(&mine, Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(short * 2).await;
+        assert!(store.claim_events(1, short).await.unwrap().is_empty());
+        // ...while a claim that was taken over renews nothing.
+        let mut stale = mine.clone();
+        stale.claim = uuid::Uuid::now_v7();
+        assert!(
+            !store
+                .renew_lease(&stale, Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
+    }
+);
