@@ -178,8 +178,10 @@ async fn a_crashed_instances_events_are_finished_by_the_others_within_a_lease() 
 
     let events = wait_all_final(&survivors[0], leads.len(), Duration::from_secs(20)).await;
     let took = crashed_at.elapsed();
+    println!("takeover: every event final {took:?} after the crash, lease {lease:?}");
     assert!(
-        took < lease + Duration::from_secs(4),
+        // The lease, then two 600 ms purchases and a POST, and room for a busy machine.
+        took < lease + Duration::from_secs(5),
         "takeover took {took:?} with a {lease:?} lease"
     );
     assert!(events.iter().all(|e| e.state == "done"), "{events:?}");
