@@ -15,6 +15,7 @@ pub mod invalidation;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -134,6 +135,9 @@ pub struct Resolver {
     secret: Vec<u8>,
     /// The state of this instance's invalidation listener, for `/ready`.
     listener: ListenerStatus,
+    /// Bumped by every invalidation, here or from another instance, so that loads in flight
+    /// across one know not to keep their answer.
+    invalidations: AtomicU64,
 }
 
 impl Resolver {
@@ -161,6 +165,7 @@ impl Resolver {
             origin: uuid::Uuid::new_v4().simple().to_string(),
             secret: Vec::new(),
             listener: ListenerStatus::default(),
+            invalidations: AtomicU64::new(0),
         }
     }
 
@@ -206,12 +211,19 @@ impl Resolver {
         kind: LookupKind,
         load: impl Future<Output = Result<Cached, ResolveError>>,
     ) -> Result<(Answer, Tier), ResolveError> {
+        let invalidations_before = self.invalidations.load(Ordering::SeqCst);
         let entry = self
             .cache
-            .entry(key)
+            .entry(key.clone())
             .or_try_insert_with(load)
             .await
             .map_err(|e| (*e).clone())?;
+        // A load that read the database before an invalidation (an erasure, a cache drop)
+        // would otherwise put what was dropped back into memory after the drop. This caller
+        // still gets the answer; memory does not keep it, and the next lookup reads again.
+        if entry.is_fresh() && self.invalidations.load(Ordering::SeqCst) != invalidations_before {
+            self.cache.invalidate(&key).await;
+        }
         // Fresh means this call's load ran; a coalesced waiter or a plain hit is memory.
         let tier = if entry.is_fresh() {
             entry.value().source
@@ -460,6 +472,7 @@ impl Resolver {
     /// Drops a contact from memory, here and on every other instance.
     pub async fn forget_contact(&self, key: &ContactKey) {
         let key = CacheKey::Contact(key.clone());
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate(&key).await;
         self.broadcast(Invalidation::Keys(vec![self.hashed(&key)]))
             .await;
@@ -468,6 +481,7 @@ impl Resolver {
     /// Drops a CPF from memory, here and on every other instance.
     pub async fn forget_person(&self, cpf: &Cpf) {
         let key = CacheKey::Person(cpf.clone());
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate(&key).await;
         self.broadcast(Invalidation::Keys(vec![self.hashed(&key)]))
             .await;
@@ -481,12 +495,16 @@ impl Resolver {
 
     /// Drops everything from this instance's memory only.
     pub(crate) async fn forget_all_here(&self) {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate_all();
         self.cache.run_pending_tasks().await;
     }
 
     /// Drops the entries whose keyed hash is listed; returns how many went.
     pub(crate) async fn forget_hashed(&self, hashes: &HashSet<String>) -> usize {
+        // A load in flight is not in memory yet, so it cannot be matched by hash: every
+        // broadcast counts as an invalidation for it.
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
         let doomed: Vec<CacheKey> = self
             .cache
             .iter()

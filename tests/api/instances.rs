@@ -651,3 +651,30 @@ crate::both_backends!(
         );
     }
 );
+
+crate::both_backends!(
+    a_load_in_flight_across_a_cache_drop_does_not_refill_memory,
+    |backend| async move {
+        let app = spawn_app_with(backend, with_admin).await;
+        mock_person(&app, 0, Duration::from_millis(800), 1).await;
+        mock_c2s_ok(&app.c2s, 1).await;
+        let leads = burst(std::slice::from_ref(&app), 1, 1).await;
+        wait_for(
+            "the purchase to be under way",
+            Duration::from_secs(10),
+            || async { (!app.diretrix.received_requests().await?.is_empty()).then_some(()) },
+        )
+        .await;
+        let dropped = app.admin(Method::DELETE, "/cache").send().await.unwrap();
+        assert_eq!(dropped.status(), 200);
+        let events = wait_all_final(&app, leads.len(), Duration::from_secs(20)).await;
+        assert_eq!(events[0].state, "done");
+        let (phone, _) = person(0);
+        // Bought and stored, but dropped from memory: the drop came after the load began.
+        assert_eq!(
+            lookup(&app, &format!("phone={phone}")).await["tier"],
+            "database"
+        );
+        app.verify_mocks().await;
+    }
+);
