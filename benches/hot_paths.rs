@@ -495,6 +495,8 @@ async fn resolution_tiers() {
     let settings = DatabaseSettings {
         url: url.clone().into(),
         max_connections: 5,
+        lock_connections: 2,
+        lock_wait_ms: 5000,
     };
     let store = enricher::store::connect(&settings)
         .await

@@ -95,7 +95,15 @@ pub struct DatabaseSettings {
     /// `postgres://…` or `sqlite://…`; may hold a password, hence secret.
     #[serde(serialize_with = "serialize_redacted_url")]
     pub url: SecretString,
+    /// Connections for intake, claims and reads/writes (Postgres: per instance).
     pub max_connections: u32,
+    /// Postgres only: a separate pool for the cross-instance purchase locks, so instances
+    /// waiting on one another can never take the connections intake needs. Bounds how many
+    /// purchases this instance makes at once.
+    pub lock_connections: u32,
+    /// Postgres only: how long a purchase waits for another instance buying the same key
+    /// before the event is retried later (never bought twice).
+    pub lock_wait_ms: u64,
 }
 
 impl DatabaseSettings {
@@ -314,6 +322,14 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 name: "ENRICHER__WORKERS__CONCURRENCY",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.workers.lease_secs < 3 {
+            // The heartbeat renews every third of the lease; below three seconds a busy
+            // database or a pause can let a live worker's lease run out.
+            return Err(ConfigError::Invalid {
+                name: "ENRICHER__WORKERS__LEASE_SECS",
+                reason: "must be at least 3".into(),
             });
         }
         if self.delivery.max_attempts == 0 {

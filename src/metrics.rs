@@ -133,6 +133,8 @@ pub struct Metrics {
     /// Money, in millionths, per provider: spent and saved.
     spent_micros: [AtomicU64; 2],
     saved_micros: [AtomicU64; 2],
+    /// The `instance` label of every series (see [`instance_name`]).
+    instance: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -141,17 +143,30 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
-    let labels: Vec<Label> = labels
-        .iter()
-        .map(|(k, v)| Label::new(*k, (*v).to_owned()))
-        .collect();
-    Key::from_parts(name, labels)
+/// The name every series of this process carries in its `instance` label: Fly's machine id
+/// when running there, else the host name, so series from several instances add up in PromQL
+/// without colliding.
+pub fn instance_name() -> String {
+    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    from_env("FLY_MACHINE_ID")
+        .or_else(|| from_env("HOSTNAME"))
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 impl Metrics {
     /// A recorder with the given prices per call (Diretrix, Work API).
     pub fn new(diretrix_price: f64, work_api_price: f64) -> Metrics {
+        Metrics::for_instance(diretrix_price, work_api_price, &instance_name())
+    }
+
+    /// [`Metrics::new`] with an explicit `instance` label.
+    pub fn for_instance(diretrix_price: f64, work_api_price: f64, instance: &str) -> Metrics {
         let recorder = PrometheusBuilder::new()
             .set_buckets(LATENCY_BUCKETS)
             // Only invalid (empty) bucket lists fail, and this one is a constant.
@@ -164,29 +179,50 @@ impl Metrics {
             lookups: Default::default(),
             spent_micros: Default::default(),
             saved_micros: Default::default(),
+            instance: instance.to_owned(),
         };
         metrics
             .recorder
             .register_gauge(
-                &key(
+                &metrics.key(
                     "enricher_build_info",
                     &[("version", env!("CARGO_PKG_VERSION"))],
                 ),
                 &METADATA,
             )
             .set(1.0);
+        // Present from the start, so a dashboard tells "never reconnected" from "not scraped".
+        metrics.counter("enricher_invalidation_reconnects_total", &[], 0);
         metrics
+    }
+
+    /// A series key: its labels, then `instance`.
+    fn key(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+        let labels: Vec<Label> = labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, (*v).to_owned()))
+            .chain(std::iter::once(Label::new(
+                "instance",
+                self.instance.clone(),
+            )))
+            .collect();
+        Key::from_parts(name, labels)
+    }
+
+    /// The invalidation listener lost its connection and subscribed again.
+    pub fn listener_reconnected(&self) {
+        self.counter("enricher_invalidation_reconnects_total", &[], 1);
     }
 
     fn counter(&self, name: &'static str, labels: &[(&'static str, &str)], by: u64) {
         self.recorder
-            .register_counter(&key(name, labels), &METADATA)
+            .register_counter(&self.key(name, labels), &METADATA)
             .increment(by);
     }
 
     fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
         self.recorder
-            .register_gauge(&key(name, labels), &METADATA)
+            .register_gauge(&self.key(name, labels), &METADATA)
             .set(value);
     }
 
@@ -231,7 +267,7 @@ impl Metrics {
         }
         self.recorder
             .register_histogram(
-                &key(
+                &self.key(
                     "enricher_provider_latency_seconds",
                     &[("provider", provider.as_str())],
                 ),
@@ -329,7 +365,12 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} counter");
             for provider in [Provider::Diretrix, Provider::WorkApi] {
                 let value = from_micros(values[provider.index()].load(Ordering::Relaxed));
-                let _ = writeln!(out, "{name}{{provider=\"{}\"}} {value}", provider.as_str());
+                let _ = writeln!(
+                    out,
+                    "{name}{{provider=\"{}\",instance=\"{}\"}} {value}",
+                    provider.as_str(),
+                    self.instance
+                );
             }
         }
         out
@@ -350,7 +391,7 @@ mod tests {
 
     #[test]
     fn hits_save_and_calls_spend_the_configured_price() {
-        let m = Metrics::new(0.35, 1.2);
+        let m = Metrics::for_instance(0.35, 1.2, "m1");
         m.lookup(LookupKind::Contact, LookupResult::ProviderCall);
         m.provider_call(Provider::Diretrix, "ok", Duration::from_millis(700));
         m.lookup(LookupKind::Contact, LookupResult::MemoryHit);
@@ -359,20 +400,26 @@ mod tests {
         assert_eq!(m.money(Provider::WorkApi), (0.0, 1.2));
         let text = m.render(&Snapshot::default());
         assert!(
-            text.contains("enricher_provider_spend_total{provider=\"diretrix\"} 0.35"),
-            "{text}"
-        );
-        assert!(
-            text.contains("enricher_provider_saved_total{provider=\"work_api\"} 1.2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("enricher_lookups_total{kind=\"contact\",result=\"memory_hit\"} 1"),
+            text.contains(
+                "enricher_provider_spend_total{provider=\"diretrix\",instance=\"m1\"} 0.35"
+            ),
             "{text}"
         );
         assert!(
             text.contains(
-                "enricher_provider_latency_seconds_bucket{provider=\"diretrix\",le=\"1\"} 1"
+                "enricher_provider_saved_total{provider=\"work_api\",instance=\"m1\"} 1.2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "enricher_lookups_total{kind=\"contact\",result=\"memory_hit\",instance=\"m1\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "enricher_provider_latency_seconds_bucket{provider=\"diretrix\",instance=\"m1\",le=\"1\"} 1"
             ),
             "{text}"
         );

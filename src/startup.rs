@@ -14,6 +14,7 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::Settings;
 use crate::message::MessageRenderer;
@@ -24,7 +25,7 @@ use crate::providers::sandbox::Sandbox;
 use crate::providers::work_api::WorkApiClient;
 use crate::resolution::{Resolver, Ttls};
 use crate::state::AppState;
-use crate::store::{self, StoreError};
+use crate::store::{self, InstanceLock, StoreError, Subscription};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -49,6 +50,11 @@ pub enum StartupError {
 }
 
 pub struct Application {
+    /// SQLite only: the proof that no other process serves the file; held until the
+    /// application has stopped.
+    instance_lock: Option<InstanceLock>,
+    /// Postgres only: the invalidation subscription, made before memory is first filled.
+    subscription: Option<Box<dyn Subscription>>,
     listener: TcpListener,
     /// Serves `/metrics` only, on its own port so it is never public.
     metrics_listener: TcpListener,
@@ -60,6 +66,13 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         let shutdown = CancellationToken::new();
+        // Before anything touches the file: a second process on it must leave it untouched.
+        let url = secrecy::ExposeSecret::expose_secret(&settings.database.url);
+        let instance_lock = if url.starts_with("sqlite:") {
+            InstanceLock::acquire(url)?
+        } else {
+            None
+        };
         let store = store::connect(&settings.database).await?;
         store.migrate().await?;
         tracing::info!(
@@ -128,7 +141,12 @@ impl Application {
             },
             settings.cache.max_bytes,
             metrics.clone(),
+        )
+        .with_coordination(
+            Duration::from_millis(settings.database.lock_wait_ms),
+            store.shared_secret().await?,
         );
+        let subscription = crate::resolution::invalidation::subscribe(&store, &resolver).await?;
         let renderer = match &settings.message.template_path {
             Some(path) => {
                 let source =
@@ -166,6 +184,8 @@ impl Application {
             tracing::info!(loaded, "memory cache warmed from the database");
         }
         Ok(Application {
+            instance_lock,
+            subscription,
             listener,
             metrics_listener,
             state,
@@ -201,25 +221,44 @@ impl Application {
 
     /// Serves and works until the shutdown token is cancelled; returns after in-flight
     /// requests and events finished (or the drain timeout passed).
+    ///
+    /// Every task it starts is aborted if this future is dropped unfinished: aborting it is
+    /// how tests stop an instance the way a `kill -9` would, with nothing drained.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Application {
+            instance_lock,
+            subscription,
             listener,
             metrics_listener,
             state,
             shutdown,
         } = self;
-        let workers = tokio::spawn(crate::worker::run(state.clone(), shutdown.child_token()));
-        tokio::spawn(crate::worker::prune(state.clone(), shutdown.child_token()));
+        let workers = AbortOnDropHandle::new(tokio::spawn(crate::worker::run(
+            state.clone(),
+            shutdown.child_token(),
+        )));
+        let _pruning = AbortOnDropHandle::new(tokio::spawn(crate::worker::prune(
+            state.clone(),
+            shutdown.child_token(),
+        )));
+        let _listening =
+            AbortOnDropHandle::new(tokio::spawn(crate::resolution::invalidation::listen(
+                state.store.clone(),
+                state.resolver.clone(),
+                state.metrics.clone(),
+                subscription,
+                shutdown.child_token(),
+            )));
         let metrics_app = crate::operators::metrics_router(state.clone());
         let metrics_stop = shutdown.clone();
-        tokio::spawn(async move {
+        let _metrics_serving = AbortOnDropHandle::new(tokio::spawn(async move {
             let served = axum::serve(metrics_listener, metrics_app)
                 .with_graceful_shutdown(metrics_stop.cancelled_owned())
                 .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "metrics listener stopped");
             }
-        });
+        }));
         tracing::info!(addr = %listener.local_addr()?, "listening");
         let app = crate::http::router(state);
         let served = axum::serve(listener, app)
@@ -232,6 +271,7 @@ impl Application {
         if let Err(e) = workers.await {
             tracing::error!(panicked = e.is_panic(), "worker task failed");
         }
+        drop(instance_lock);
         served
     }
 }

@@ -140,6 +140,11 @@ pub struct Readiness {
     pub database: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
+    /// Postgres: whether this instance hears other instances' cache invalidations
+    /// (`listening`) or is subscribing again after losing them (`reconnecting`, its memory
+    /// dropped meanwhile); absent on SQLite, which serves one instance only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalidations: Option<&'static str>,
 }
 
 /// Ready: the database answers and every migration is applied.
@@ -153,6 +158,7 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
                 status: "not_ready",
                 database: None,
                 reason: Some(reason),
+                invalidations: None,
             }),
         )
     };
@@ -163,6 +169,10 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
                 status: "ready",
                 database: Some(state.store.backend()),
                 reason: None,
+                invalidations: match state.resolver.listener().get() {
+                    crate::resolution::invalidation::ListenerState::Off => None,
+                    other => Some(other.as_str()),
+                },
             }),
         ),
         Ok(false) => not_ready("migrations not applied"),

@@ -260,18 +260,13 @@ async fn delete_entry(
     State(state): State<AppState>,
     Query(q): Query<KeyQuery>,
 ) -> ApiResult<Json<Dropped>> {
-    let (held, kind, value) = match q.target()? {
-        Target::Contact(key) => {
-            let held = state.resolver.peek_contact(&key).await.is_some();
-            state.resolver.forget_contact(&key).await;
-            (held, key.kind().as_str(), key.value().to_owned())
-        }
-        Target::Cpf(cpf) => {
-            let held = state.resolver.peek_person(&cpf).await.is_some();
-            state.resolver.forget_person(&cpf).await;
-            (held, "cpf", cpf.as_str().to_owned())
-        }
+    let target = q.target()?;
+    let (kind, value) = match &target {
+        Target::Contact(key) => (key.kind().as_str(), key.value().to_owned()),
+        Target::Cpf(cpf) => ("cpf", cpf.as_str().to_owned()),
     };
+    // The database first: an instance that drops the key on our broadcast and looks it up
+    // again at once must not find the negative we are about to delete.
     let negatives = if q.negative {
         state
             .store
@@ -280,6 +275,18 @@ async fn delete_entry(
             .map_err(unavailable)?
     } else {
         0
+    };
+    let held = match &target {
+        Target::Contact(key) => {
+            let held = state.resolver.peek_contact(key).await.is_some();
+            state.resolver.forget_contact(key).await;
+            held
+        }
+        Target::Cpf(cpf) => {
+            let held = state.resolver.peek_person(cpf).await.is_some();
+            state.resolver.forget_person(cpf).await;
+            held
+        }
     };
     tracing::info!(kind, negatives, "cache entry dropped by an operator");
     Ok(Json(Dropped {
@@ -303,8 +310,7 @@ async fn delete_all(
     State(state): State<AppState>,
     Query(q): Query<AllQuery>,
 ) -> ApiResult<Json<Dropped>> {
-    let (entries, _) = state.resolver.cache_usage().await;
-    state.resolver.forget_all().await;
+    // The database first, for the reason given in `delete_entry`.
     let negatives = if q.negative {
         state
             .store
@@ -314,6 +320,8 @@ async fn delete_all(
     } else {
         0
     };
+    let (entries, _) = state.resolver.cache_usage().await;
+    state.resolver.forget_all().await;
     tracing::info!(entries, negatives, "cache cleared by an operator");
     Ok(Json(Dropped {
         memory: entries,

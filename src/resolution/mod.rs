@@ -5,10 +5,17 @@
 //! ones, with the shorter TTL, in memory and in the database. Concurrent requests for one key
 //! share one load (moka's `try_get_with` coalesces them), so a burst for one new contact costs
 //! one call per provider. [`Resolver::load_contact`] and [`Resolver::load_person`] are the
-//! single-flight points: a cross-instance lock wraps exactly those. This module decides no
-//! delivery policy and renders nothing.
+//! single-flight points: a cross-instance lock wraps exactly those (on Postgres, an advisory
+//! lock per key; the loser of a race waits, reads the winner's stored answer and pays nothing).
+//! Whatever drops a key from memory here (erasure, operators, a refresh, a re-purchase after
+//! `max_age`) is broadcast to the other instances, which drop it too ([`invalidation`]).
+//! This module decides no delivery policy and renders nothing.
 
+pub mod invalidation;
+
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -19,7 +26,9 @@ use crate::domain::person::WorkApiAnswer;
 use crate::domain::{ContactKey, Cpf, Person};
 use crate::metrics::{LookupKind, LookupResult, Metrics, Provider};
 use crate::providers::{CpfLookup, PersonData, ProviderError};
-use crate::store::{DynStore, Lookup, StoreError};
+use crate::store::{DynStore, LockSpace, Lookup, StoreError};
+
+use self::invalidation::{Invalidation, ListenerStatus};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ResolveError {
@@ -118,6 +127,17 @@ pub struct Resolver {
     ttls: Ttls,
     /// Lookup, provider and money counters.
     metrics: Arc<Metrics>,
+    /// How long a purchase waits for another instance buying the same key.
+    lock_wait: Duration,
+    /// Names this instance in its broadcasts, so it skips its own.
+    origin: String,
+    /// Key of the hashes that name keys in broadcasts; empty where nothing is broadcast.
+    secret: Vec<u8>,
+    /// The state of this instance's invalidation listener, for `/ready`.
+    listener: ListenerStatus,
+    /// Bumped by every invalidation, here or from another instance, so that loads in flight
+    /// across one know not to keep their answer.
+    invalidations: AtomicU64,
 }
 
 impl Resolver {
@@ -141,7 +161,20 @@ impl Resolver {
             cache,
             ttls,
             metrics,
+            lock_wait: Duration::from_secs(20),
+            origin: uuid::Uuid::new_v4().simple().to_string(),
+            secret: Vec::new(),
+            listener: ListenerStatus::default(),
+            invalidations: AtomicU64::new(0),
         }
+    }
+
+    /// Sets how long a purchase waits for another instance, and the shared secret broadcasts
+    /// hash keys with (`None` on a single-instance backend).
+    pub fn with_coordination(mut self, lock_wait: Duration, secret: Option<Vec<u8>>) -> Resolver {
+        self.lock_wait = lock_wait;
+        self.secret = secret.unwrap_or_default();
+        self
     }
 
     /// Who this contact is: a CPF, or nobody. Returns the tier that answered.
@@ -178,12 +211,19 @@ impl Resolver {
         kind: LookupKind,
         load: impl Future<Output = Result<Cached, ResolveError>>,
     ) -> Result<(Answer, Tier), ResolveError> {
+        let invalidations_before = self.invalidations.load(Ordering::SeqCst);
         let entry = self
             .cache
-            .entry(key)
+            .entry(key.clone())
             .or_try_insert_with(load)
             .await
             .map_err(|e| (*e).clone())?;
+        // A load that read the database before an invalidation (an erasure, a cache drop)
+        // would otherwise put what was dropped back into memory after the drop. This caller
+        // still gets the answer; memory does not keep it, and the next lookup reads again.
+        if entry.is_fresh() && self.invalidations.load(Ordering::SeqCst) != invalidations_before {
+            self.cache.invalidate(&key).await;
+        }
         // Fresh means this call's load ran; a coalesced waiter or a plain hit is memory.
         let tier = if entry.is_fresh() {
             entry.value().source
@@ -205,26 +245,77 @@ impl Resolver {
         Ok((answer, tier))
     }
 
-    /// Database, then Diretrix. The answer bought is stored before it is returned.
+    /// Database, then Diretrix. The answer bought is stored before it is returned. Between
+    /// instances, the purchase runs under the key's lock, and the database is read again
+    /// once the lock is ours: whoever waited finds the winner's answer there.
     async fn load_contact(&self, key: &ContactKey) -> Result<Cached, ResolveError> {
-        if let Some(known) = self.store.find_contact(key).await? {
-            let weight = key_weight(key.value().len());
-            return Ok(self.cached_contact(known, weight, Tier::Database));
+        if let Some(known) = self.known_contact(key).await? {
+            return Ok(known);
         }
-        self.buy_contact(key).await
+        let name = format!("{}:{}", key.kind().as_str(), key.value());
+        let lock = self
+            .store
+            .lock_key(LockSpace::Contact, &name, self.lock_wait)
+            .await?;
+        let loaded = match lock {
+            Some(_) => match self.known_contact(key).await {
+                Ok(Some(known)) => Ok(known),
+                Ok(None) => self.buy_contact(key).await,
+                Err(e) => Err(e),
+            },
+            None => self.buy_contact(key).await,
+        };
+        // Freed after the answer is committed, so the next holder reads it.
+        if let Some(lock) = lock {
+            lock.release().await;
+        }
+        loaded
     }
 
-    /// Database (fresh enough), then the Work API. Stored before it is returned.
+    async fn known_contact(&self, key: &ContactKey) -> Result<Option<Cached>, ResolveError> {
+        Ok(self.store.find_contact(key).await?.map(|known| {
+            let weight = key_weight(key.value().len());
+            self.cached_contact(known, weight, Tier::Database)
+        }))
+    }
+
+    /// Database (fresh enough), then the Work API. Stored before it is returned; locked
+    /// between instances like [`Resolver::load_contact`].
     async fn load_person(&self, cpf: &Cpf) -> Result<Cached, ResolveError> {
-        let fresh_since = OffsetDateTime::now_utc() - self.ttls.max_age;
-        if let Some(known) = self.store.find_person(cpf, fresh_since).await? {
-            let answer = match known {
-                Lookup::Found(stored) => Lookup::Found(Arc::new(stored.person)),
-                Lookup::NotFound => Lookup::NotFound,
-            };
-            return Ok(self.cached_person(answer, Tier::Database));
+        if let Some(known) = self.known_person(cpf).await? {
+            return Ok(known);
         }
-        self.buy_person(cpf).await
+        let lock = self
+            .store
+            .lock_key(LockSpace::Cpf, cpf.as_str(), self.lock_wait)
+            .await?;
+        let loaded = match lock {
+            Some(_) => match self.known_person(cpf).await {
+                Ok(Some(known)) => Ok(known),
+                Ok(None) => self.buy_person(cpf).await,
+                Err(e) => Err(e),
+            },
+            None => self.buy_person(cpf).await,
+        };
+        if let Some(lock) = lock {
+            lock.release().await;
+        }
+        loaded
+    }
+
+    async fn known_person(&self, cpf: &Cpf) -> Result<Option<Cached>, ResolveError> {
+        let fresh_since = OffsetDateTime::now_utc() - self.ttls.max_age;
+        Ok(self
+            .store
+            .find_person(cpf, fresh_since)
+            .await?
+            .map(|known| {
+                let answer = match known {
+                    Lookup::Found(stored) => Lookup::Found(Arc::new(stored.person)),
+                    Lookup::NotFound => Lookup::NotFound,
+                };
+                self.cached_person(answer, Tier::Database)
+            }))
     }
 
     /// Calls Diretrix and stores the answer before returning it.
@@ -259,6 +350,12 @@ impl Resolver {
         self.store
             .record_person(cpf, &answer, "work_api", self.negative_until())
             .await?;
+        // Another instance may still hold an older answer in memory (data past `max_age`,
+        // or the answer a refresh replaces): it drops it and reads this one.
+        self.broadcast(Invalidation::Keys(vec![
+            self.hashed(&CacheKey::Person(cpf.clone())),
+        ]))
+        .await;
         let answer = match answer {
             Lookup::Found((_, person)) => Lookup::Found(Arc::new(person)),
             Lookup::NotFound => Lookup::NotFound,
@@ -329,6 +426,10 @@ impl Resolver {
         self.cache
             .insert(CacheKey::Contact(key.clone()), cached)
             .await;
+        self.broadcast(Invalidation::Keys(vec![
+            self.hashed(&CacheKey::Contact(key.clone())),
+        ]))
+        .await;
         Ok(answer)
     }
 
@@ -368,20 +469,94 @@ impl Resolver {
         }
     }
 
-    /// Drops a contact from memory.
+    /// Drops a contact from memory, here and on every other instance.
     pub async fn forget_contact(&self, key: &ContactKey) {
-        self.cache.invalidate(&CacheKey::Contact(key.clone())).await;
+        let key = CacheKey::Contact(key.clone());
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        self.cache.invalidate(&key).await;
+        self.broadcast(Invalidation::Keys(vec![self.hashed(&key)]))
+            .await;
     }
 
-    /// Drops a CPF from memory.
+    /// Drops a CPF from memory, here and on every other instance.
     pub async fn forget_person(&self, cpf: &Cpf) {
-        self.cache.invalidate(&CacheKey::Person(cpf.clone())).await;
+        let key = CacheKey::Person(cpf.clone());
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        self.cache.invalidate(&key).await;
+        self.broadcast(Invalidation::Keys(vec![self.hashed(&key)]))
+            .await;
     }
 
-    /// Drops everything from memory.
+    /// Drops everything from memory, here and on every other instance.
     pub async fn forget_all(&self) {
+        self.forget_all_here().await;
+        self.broadcast(Invalidation::All).await;
+    }
+
+    /// Drops everything from this instance's memory only.
+    pub(crate) async fn forget_all_here(&self) {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate_all();
         self.cache.run_pending_tasks().await;
+    }
+
+    /// Drops the entries whose keyed hash is listed; returns how many went.
+    pub(crate) async fn forget_hashed(&self, hashes: &HashSet<String>) -> usize {
+        // A load in flight is not in memory yet, so it cannot be matched by hash: every
+        // broadcast counts as an invalidation for it.
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        let doomed: Vec<CacheKey> = self
+            .cache
+            .iter()
+            .filter(|(key, _)| hashes.contains(&self.hashed(key)))
+            .map(|(key, _)| key.as_ref().clone())
+            .collect();
+        for key in &doomed {
+            self.cache.invalidate(key).await;
+        }
+        doomed.len()
+    }
+
+    /// Applies a broadcast from any instance; this instance's own are skipped.
+    pub(crate) async fn apply(&self, payload: &str) {
+        match Invalidation::decode(payload, &self.origin) {
+            Some(Invalidation::All) => {
+                self.forget_all_here().await;
+                tracing::debug!("memory dropped: another instance dropped all");
+            }
+            Some(Invalidation::Keys(hashes)) => {
+                let hashes: HashSet<String> = hashes.into_iter().collect();
+                let dropped = self.forget_hashed(&hashes).await;
+                tracing::debug!(dropped, "memory entries dropped for another instance");
+            }
+            None => {}
+        }
+    }
+
+    /// The keyed hash that names a key in broadcasts: no phone, e-mail or CPF in clear.
+    fn hashed(&self, key: &CacheKey) -> String {
+        let (tag, value) = match key {
+            CacheKey::Contact(k) => (k.kind().as_str(), k.value()),
+            CacheKey::Person(cpf) => ("cpf", cpf.as_str()),
+        };
+        invalidation::key_hash(&self.secret, tag, value)
+    }
+
+    async fn broadcast(&self, what: Invalidation) {
+        if self.secret.is_empty() {
+            return;
+        }
+        for payload in what.encode(&self.origin) {
+            if let Err(e) = self.store.broadcast(&payload).await {
+                // Other instances keep the entry until its TTL; say so loudly.
+                tracing::error!(error = %e, "broadcasting a memory invalidation failed");
+            }
+        }
+    }
+
+    /// Where this instance's invalidation listener stands.
+    pub fn listener(&self) -> &ListenerStatus {
+        &self.listener
     }
 
     /// Loads people the database already holds into memory: each person under its CPF, and

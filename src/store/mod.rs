@@ -25,7 +25,7 @@ use crate::domain::contact_key::ContactKind;
 use crate::domain::{ContactKey, Cpf, LeadId, Person};
 
 pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{InstanceLock, SqliteStore};
 
 /// Shared handle to whichever backend the URL chose.
 pub type DynStore = Arc<dyn Store>;
@@ -42,6 +42,12 @@ pub enum StoreError {
     /// A row read back did not hold what the schema promises.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// Another instance held a key lock longer than this one may wait; callers retry later.
+    #[error("key busy: {0}")]
+    Busy(String),
+    /// Another process already serves this single-instance database.
+    #[error("{0}")]
+    InUse(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -353,6 +359,29 @@ pub struct WarmPerson {
     pub lookup_keys: Vec<ContactKey>,
 }
 
+/// The key spaces of the cross-instance purchase locks, so a contact and a CPF that happen
+/// to hash alike never wait for each other, and neither waits for the claim lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockSpace {
+    Contact,
+    Cpf,
+}
+
+/// A held purchase lock: while it lives, no other instance buys the same key. Dropping it
+/// (or the process dying) frees the key too; [`KeyLock::release`] frees it at once.
+#[async_trait]
+pub trait KeyLock: Send {
+    async fn release(self: Box<Self>);
+}
+
+/// A subscription to the invalidations every instance broadcasts.
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next payload. `Ok(None)` or an error means the connection was lost and
+    /// notifications may have been missed: drop this subscription and subscribe again.
+    async fn next(&mut self) -> Result<Option<String>, StoreError>;
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// "postgres" or "sqlite".
@@ -502,6 +531,33 @@ pub trait Store: Send + Sync + 'static {
     /// Remembered not-founds that have not expired.
     async fn count_negatives(&self) -> Result<i64, StoreError>;
 
+    /// Extends the lease of an event this worker still holds; false when the claim was lost.
+    async fn renew_lease(&self, event: &ClaimedEvent, lease: Duration) -> Result<bool, StoreError>;
+
+    /// Waits (up to `wait`) until no other instance holds the purchase lock of `key` and
+    /// takes it. `None` where one instance is all there is (SQLite): memory's single flight is
+    /// then the whole lock. A wait that runs out is [`StoreError::Busy`].
+    async fn lock_key(
+        &self,
+        space: LockSpace,
+        key: &str,
+        wait: Duration,
+    ) -> Result<Option<Box<dyn KeyLock>>, StoreError>;
+
+    /// Sends `payload` to every instance's [`Subscription`] (this one's included); a no-op
+    /// on a single-instance backend.
+    async fn broadcast(&self, payload: &str) -> Result<(), StoreError>;
+
+    /// Listens for broadcasts; `None` on a single-instance backend.
+    async fn subscribe(&self) -> Result<Option<Box<dyn Subscription>>, StoreError>;
+
+    /// A secret shared by every instance on this database, for keyed hashes of the keys that
+    /// broadcasts name; `None` on a single-instance backend.
+    async fn shared_secret(&self) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Closes every connection now, without waiting for anything but their release.
+    async fn close(&self);
+
     /// Deletes done events last touched before `older_than`, except each lead's latest event
     /// (it answers duplicate deliveries and "did the contacts change?"). Pending, processing
     /// and dead events are never deleted. Returns how many went.
@@ -513,7 +569,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DynStore, StoreError
     let url = settings.url.expose_secret();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(
-            PgStore::connect(url, settings.max_connections).await?,
+            PgStore::connect(url, settings.max_connections, settings.lock_connections).await?,
         ))
     } else {
         Ok(Arc::new(

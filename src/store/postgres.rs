@@ -3,6 +3,11 @@
 //! Claims use `FOR UPDATE SKIP LOCKED` plus a lease, so instances never take the same event
 //! and a crashed instance's events come back when the lease runs out. Person data lives in
 //! schema `core`. Time comes from the database clock (`now()`), one clock for all instances.
+//!
+//! Coordination between instances uses Postgres alone: purchases take a transaction-scoped
+//! advisory lock per key (freed by commit, rollback or the death of the session, so a dead
+//! instance never keeps a key), on connections of their own small pool; invalidations travel
+//! by `LISTEN/NOTIFY` on a connection of its own.
 
 use std::time::Duration;
 
@@ -15,17 +20,36 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InboxContacts, InsertOutcome,
-    LeadLink, Lookup, NewEvent, PartyCounts, Replay, Store, StoreError, StoredPerson, WarmPerson,
-    contact_keys_of, erasure_scope, keys_by_party, person_contacts, redact_payload,
+    AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InboxContacts, InsertOutcome, KeyLock,
+    LeadLink, LockSpace, Lookup, NewEvent, PartyCounts, Replay, Store, StoreError, StoredPerson,
+    Subscription, WarmPerson, contact_keys_of, erasure_scope, keys_by_party, person_contacts,
+    redact_payload,
 };
 use crate::domain::{ContactKey, Cpf, Person};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
+/// The channel every instance listens on for cache invalidations.
+const INVALIDATION_CHANNEL: &str = "enricher_invalidations";
+
+/// First half of the two-key advisory locks, one per space (ASCII "EnC1", "EnC2", "EnC3"),
+/// so these never meet the locks of anything else on the database.
+const fn lock_class(space: Option<LockSpace>) -> i32 {
+    match space {
+        Some(LockSpace::Contact) => 0x456e_4331,
+        Some(LockSpace::Cpf) => 0x456e_4332,
+        None => 0x456e_4333,
+    }
+}
+
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Connections that hold purchase locks for the length of a provider call; separate, so
+    /// that however many purchases wait, intake and claims keep their connections.
+    locks: PgPool,
+    /// One connection for `LISTEN`: it is held for the life of the subscription.
+    listen: PgPool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -35,15 +59,32 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
-    pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore, StoreError> {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        lock_connections: u32,
+    ) -> Result<PgStore, StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|_| StoreError::Unavailable("invalid postgres url".into()))?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             // Intake answers 503 rather than hanging when the database is gone.
             .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy_with(options);
-        Ok(PgStore { pool })
+            .connect_lazy_with(options.clone());
+        let locks = PgPoolOptions::new()
+            .max_connections(lock_connections.max(1))
+            // Waits for a free lock connection are bounded by the caller's lock wait.
+            .acquire_timeout(Duration::from_secs(3600))
+            .connect_lazy_with(options.clone().application_name("enricher-locks"));
+        let listen = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options.application_name("enricher-listener"));
+        Ok(PgStore {
+            pool,
+            locks,
+            listen,
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -208,12 +249,23 @@ impl Store for PgStore {
                FROM due WHERE w.id = due.due_id
              RETURNING {EVENT_COLUMNS}"
         );
+        // Claims are serialized across instances. Without this, two claims running at once
+        // judge "is an earlier event of this lead unfinished?" on two different snapshots: an
+        // event inserted between them is seen by one and not the other, and both could take
+        // an event of one lead. Under the lock each claim's statement starts after the
+        // previous claim committed, so it sees that claim. A claim takes milliseconds.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+            .bind(lock_class(None))
+            .execute(&mut *tx)
+            .await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(i64::from(limit))
             .bind(claim)
             .bind(lease.as_secs_f64())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
+        tx.commit().await?;
         rows.iter().map(|r| claimed_from_row(r, claim)).collect()
     }
 
@@ -779,6 +831,100 @@ impl Store for PgStore {
         .await?)
     }
 
+    async fn renew_lease(&self, event: &ClaimedEvent, lease: Duration) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE webhook_inbox SET lease_until = now() + make_interval(secs => $3)
+             WHERE id = $1 AND claim_token = $2 AND state = 'processing'",
+        )
+        .bind(event.id)
+        .bind(event.claim)
+        .bind(lease.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn lock_key(
+        &self,
+        space: LockSpace,
+        key: &str,
+        wait: Duration,
+    ) -> Result<Option<Box<dyn KeyLock>>, StoreError> {
+        // Polling with the non-blocking form, rather than blocking in `pg_advisory_xact_lock`,
+        // means a waiter holds no connection between attempts: only the instances actually
+        // buying hold one, for the length of their provider call.
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = async {
+                let mut tx = self.locks.begin().await?;
+                let got: bool =
+                    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2))")
+                        .bind(lock_class(Some(space)))
+                        .bind(key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if got {
+                    Ok::<_, StoreError>(Some(tx))
+                } else {
+                    tx.rollback().await?;
+                    Ok(None)
+                }
+            };
+            match tokio::time::timeout(left, attempt).await {
+                Ok(Ok(Some(tx))) => return Ok(Some(Box::new(PgKeyLock { tx }))),
+                // Held by another instance.
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => return Err(e),
+                // Waiting for a free lock connection took all the time left.
+                Err(_) => {}
+            }
+            if tokio::time::Instant::now() + pause >= deadline {
+                return Err(StoreError::Busy(format!(
+                    "another instance held the key for more than {} ms",
+                    wait.as_millis()
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    async fn broadcast(&self, payload: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(INVALIDATION_CHANNEL)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<Option<Box<dyn Subscription>>, StoreError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.listen).await?;
+        // Reconnection is the caller's: it must learn of every loss to clear its memory.
+        listener.eager_reconnect(false);
+        listener.listen(INVALIDATION_CHANNEL).await?;
+        Ok(Some(Box::new(PgSubscription { listener })))
+    }
+
+    async fn shared_secret(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let secret: String =
+            sqlx::query_scalar("SELECT secret FROM core.instance_secret WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Some(secret.into_bytes()))
+    }
+
+    async fn close(&self) {
+        // The listener's and the locks' pools first: closing waits for every connection to
+        // come back, and the listener's never would on its own.
+        self.listen.close().await;
+        self.locks.close().await;
+        self.pool.close().await;
+    }
+
     async fn prune_done(&self, older_than: OffsetDateTime) -> Result<u64, StoreError> {
         Ok(sqlx::query(
             "DELETE FROM webhook_inbox w
@@ -791,5 +937,36 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?
         .rows_affected())
+    }
+}
+
+/// A purchase lock: the transaction that took `pg_try_advisory_xact_lock`. Commit frees it;
+/// so does a drop (sqlx rolls the transaction back) or the session ending with its process.
+struct PgKeyLock {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+}
+
+#[async_trait]
+impl KeyLock for PgKeyLock {
+    async fn release(self: Box<Self>) {
+        if let Err(e) = self.tx.commit().await {
+            // The connection is gone, and with it the lock.
+            tracing::warn!(error = %StoreError::from(e), "releasing a key lock failed");
+        }
+    }
+}
+
+struct PgSubscription {
+    listener: sqlx::postgres::PgListener,
+}
+
+#[async_trait]
+impl Subscription for PgSubscription {
+    async fn next(&mut self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .listener
+            .try_recv()
+            .await?
+            .map(|n| n.payload().to_owned()))
     }
 }

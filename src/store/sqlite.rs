@@ -15,9 +15,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InboxContacts, InsertOutcome,
-    LeadLink, Lookup, NewEvent, PartyCounts, Replay, Store, StoreError, StoredPerson, WarmPerson,
-    contact_keys_of, erasure_scope, keys_by_party, person_contacts, redact_payload,
+    AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InboxContacts, InsertOutcome, KeyLock,
+    LeadLink, LockSpace, Lookup, NewEvent, PartyCounts, Replay, Store, StoreError, StoredPerson,
+    Subscription, WarmPerson, contact_keys_of, erasure_scope, keys_by_party, person_contacts,
+    redact_payload,
 };
 use crate::domain::{ContactKey, Cpf, Person};
 
@@ -867,6 +868,49 @@ impl Store for SqliteStore {
         )
     }
 
+    async fn renew_lease(&self, event: &ClaimedEvent, lease: Duration) -> Result<bool, StoreError> {
+        let at = now();
+        let n = sqlx::query(
+            "UPDATE webhook_inbox SET lease_until = $3
+             WHERE id = $1 AND claim_token = $2 AND state = 'processing'",
+        )
+        .bind(event.id)
+        .bind(event.claim.to_string())
+        .bind(at + lease.as_micros() as i64)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    // One instance per file (see `InstanceLock`): memory's single flight is the whole lock,
+    // and there is nobody to tell about invalidations.
+    async fn lock_key(
+        &self,
+        _space: LockSpace,
+        _key: &str,
+        _wait: Duration,
+    ) -> Result<Option<Box<dyn KeyLock>>, StoreError> {
+        Ok(None)
+    }
+
+    async fn broadcast(&self, _payload: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<Option<Box<dyn Subscription>>, StoreError> {
+        Ok(None)
+    }
+
+    async fn shared_secret(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+        self.writer.close().await;
+    }
+
     async fn prune_done(&self, older_than: OffsetDateTime) -> Result<u64, StoreError> {
         Ok(sqlx::query(
             "DELETE FROM webhook_inbox
@@ -880,5 +924,79 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?
         .rows_affected())
+    }
+}
+
+/// Proof that this process is the only one serving a SQLite file: an exclusive lock on
+/// `<file>.lock`, which holds the owner's pid. Dropped, the lock goes; the operating system
+/// also drops it when the process dies, so a crash never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct InstanceLock {
+    _file: std::fs::File,
+}
+
+impl InstanceLock {
+    /// Takes the lock for the file a `sqlite://` URL names; `None` for an in-memory
+    /// database. Refuses, naming the file and the pid that holds it, when another process
+    /// serves it.
+    pub fn acquire(url: &str) -> Result<Option<InstanceLock>, StoreError> {
+        use std::io::{Read, Seek, Write};
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|_| StoreError::Unavailable("invalid sqlite url".into()))?;
+        let path = options.get_filename();
+        if url.contains(":memory:") || path.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create the database directory: {e}"))
+            })?;
+        }
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock_path = std::path::PathBuf::from(lock_path);
+        // Not truncated on open: the pid in it belongs to whoever holds the lock.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot open {}: {e}", lock_path.display()))
+            })?;
+        match file.try_lock() {
+            Ok(()) => {
+                let written = file
+                    .set_len(0)
+                    .and_then(|()| file.rewind())
+                    .and_then(|()| writeln!(file, "{}", std::process::id()));
+                if let Err(e) = written {
+                    tracing::warn!(error = %e, "cannot write the pid into the SQLite lock file");
+                }
+                Ok(Some(InstanceLock { _file: file }))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "unknown".to_owned(),
+                    pid => pid.to_owned(),
+                };
+                Err(StoreError::InUse(format!(
+                    "the SQLite database {} is already served by another Enricher process \
+                     (pid {holder}, lock file {}); SQLite allows one instance only: stop that \
+                     process first, or use Postgres to run several instances",
+                    path.display(),
+                    lock_path.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Unavailable(format!(
+                "cannot lock {}: {e}",
+                lock_path.display()
+            ))),
+        }
     }
 }

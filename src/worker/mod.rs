@@ -3,8 +3,10 @@
 //!
 //! The store's claim guarantees one event per lead at a time, in order, and that an event
 //! abandoned by a stopped process comes back when its lease runs out; this module only has to
-//! bound how many run here. On shutdown it stops claiming and lets in-flight events finish for
-//! up to `workers.drain_secs`.
+//! bound how many run here. While an event is worked its lease is renewed (a heartbeat every
+//! third of the lease), so a live worker never loses a long provider call to another instance,
+//! and a lease can stay short enough that a dead instance's events return within seconds. On
+//! shutdown it stops claiming and lets in-flight events finish for up to `workers.drain_secs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +46,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
                         };
                         let state = state.clone();
                         tasks.spawn(async move {
-                            process(&state, event).await;
+                            process(&state, event, lease).await;
                             drop(permit);
                         });
                     }
@@ -101,10 +103,31 @@ pub async fn prune(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-/// Carries one claimed event to its end state.
+/// Carries one claimed event to its end state, renewing its lease while it works.
 #[tracing::instrument(name = "event", skip_all, fields(event = event.id, lead = %event.lead_id, action = %event.action))]
-pub async fn process(state: &AppState, event: ClaimedEvent) {
-    let finish = handle(state, &event).await;
+pub async fn process(state: &AppState, event: ClaimedEvent, lease: Duration) {
+    let work = handle(state, &event);
+    let mut heartbeat = tokio::time::interval((lease / 3).max(Duration::from_millis(100)));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate, and the claim has just set the lease.
+    heartbeat.tick().await;
+    // The renewals run beside the work, never inside a `select!` arm: a renewal that waits
+    // (a slow database, a row lock) must not stop the work from being polled.
+    let renewals = async {
+        loop {
+            heartbeat.tick().await;
+            match state.store.renew_lease(&event, lease).await {
+                Ok(true) => {}
+                // Writes name the claim, so whatever this worker does next is refused.
+                Ok(false) => tracing::warn!("lease lost while working the event"),
+                Err(e) => tracing::warn!(error = %e, "renewing the lease failed"),
+            }
+        }
+    };
+    let finish = tokio::select! {
+        finish = work => finish,
+        never = renewals => never,
+    };
     match &finish {
         Finish::Done { outcome, .. } => {
             state.metrics.event_finished("done", outcome);

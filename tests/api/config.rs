@@ -349,7 +349,7 @@ fn check_config_refuses_invalid_values_naming_the_variable_and_still_shows_the_r
             .map(ToString::to_string)
             .unwrap_or_default();
         assert!(error.contains(name), "{name} not named in: {error:?}");
-        assert_eq!(shown(&d, "workers.lease_secs").0, "120", "{name}");
+        assert_eq!(shown(&d, "workers.lease_secs").0, "15", "{name}");
     }
 
     // A value that cannot be read as its type shows as invalid, attributed to its source.

@@ -91,7 +91,7 @@ async fn template() -> &'static str {
                     .unwrap();
                 {
                     let store =
-                        enricher::store::PgStore::connect(&with_database(&admin, &building), 2)
+                        enricher::store::PgStore::connect(&with_database(&admin, &building), 2, 1)
                             .await
                             .unwrap();
                     use enricher::store::Store;
@@ -156,6 +156,8 @@ impl TestDb {
         let settings = enricher::config::DatabaseSettings {
             url: self.url.clone().into(),
             max_connections: 5,
+            lock_connections: 2,
+            lock_wait_ms: 5000,
         };
         let store = enricher::store::connect(&settings).await.unwrap();
         store.migrate().await.unwrap();
@@ -252,6 +254,17 @@ pub fn test_settings(
     Settings::load_from(AppEnv::Development, Path::new("config"), &vars).expect("test settings")
 }
 
+/// `n` instances of one deployment on one Postgres database, sharing the mock servers.
+pub async fn spawn_instances(n: usize, customize: impl FnOnce(&mut Settings)) -> Vec<TestApp> {
+    let first = spawn_app_with(Backend::Postgres, customize).await;
+    let mut apps = Vec::with_capacity(n);
+    for _ in 1..n {
+        apps.push(first.sibling().await);
+    }
+    apps.insert(0, first);
+    apps
+}
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |_| {}).await
 }
@@ -328,6 +341,29 @@ impl TestApp {
             self.c2s.clone(),
         )
         .await
+    }
+
+    /// Another instance of the same deployment: same database, settings and mocks, its own
+    /// memory, workers and port.
+    pub async fn sibling(&self) -> TestApp {
+        start(
+            self.settings.clone(),
+            self.db.clone(),
+            self.diretrix.clone(),
+            self.work_api.clone(),
+            self.c2s.clone(),
+        )
+        .await
+    }
+
+    /// Stops this instance the way `kill -9` does: every task aborted mid-flight, nothing
+    /// drained or finished, its connections closed (so Postgres frees its locks).
+    pub async fn crash(&mut self) {
+        if let Some(handle) = self.running.take() {
+            handle.abort();
+            let _ = handle.await;
+        }
+        self.state.store.close().await;
     }
 
     /// Checks every mock's `.expect(n)`: how many calls each outside API was paid.

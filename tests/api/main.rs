@@ -7,6 +7,7 @@ mod delivery;
 mod dump;
 mod erasure;
 mod helpers;
+mod instances;
 mod intake;
 mod logs;
 mod operators;

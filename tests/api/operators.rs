@@ -45,11 +45,28 @@ async fn json(response: reqwest::Response, status: u16) -> Value {
 /// The value of one exact series in an exposition, e.g. `name{a="b"}`.
 fn series(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines().find_map(|l| {
-        l.strip_prefix(name_and_labels)?
+        without_instance(l)
+            .strip_prefix(name_and_labels)?
             .strip_prefix(' ')?
             .parse()
             .ok()
     })
+}
+
+/// A series line without its `instance` label (every series carries one).
+fn without_instance(line: &str) -> String {
+    let Some(start) = line.find("instance=\"") else {
+        return line.to_owned();
+    };
+    let value_end = start + "instance=\"".len() + line[start + 10..].find('"').unwrap() + 1;
+    let (mut from, mut to) = (start, value_end);
+    if line[..from].ends_with(',') {
+        from -= 1;
+    } else if line[to..].starts_with(',') {
+        to += 1;
+    }
+    let out = format!("{}{}", &line[..from], &line[to..]);
+    out.replace("{}", "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

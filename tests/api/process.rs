@@ -29,7 +29,7 @@ pub struct Process {
 }
 
 /// Lease short enough that a killed process's events come back within seconds.
-pub const LEASE_SECS: u64 = 2;
+pub const LEASE_SECS: u64 = 3;
 
 fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
