@@ -15,7 +15,7 @@ use serde_json::Value;
 use sqlx::Connection;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
-use wiremock::MockServer;
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 pub const C2S_TOKEN: &str = "c2s-api-token-test-value";
 pub const WORK_TOKEN: &str = "work-api-token-test-value";
@@ -267,9 +267,27 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settin
         Arc::new(MockServer::start().await),
         Arc::new(MockServer::start().await),
     );
+    for server in [&diretrix, &work_api, &c2s] {
+        catch_all(server).await;
+    }
     let mut settings = test_settings(&db, &diretrix, &work_api, &c2s);
     customize(&mut settings);
     start(settings, db, diretrix, work_api, c2s).await
+}
+
+/// Answers every request that no mock of the test matched with a 500, and fails the test if
+/// one arrived. Without it wiremock answers 404, which both providers read as "nobody": a
+/// call with a wrong path, encoding or credential would pass as a remembered not-found.
+/// Checked by `verify_mocks` and, at the latest, when the last handle on the server is
+/// dropped (wiremock verifies in `MockServer`'s `Drop`, so a mismatch panics the test).
+async fn catch_all(server: &MockServer) {
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(500))
+        .with_priority(u8::MAX)
+        .named("catch-all: a request no mock of this test expects")
+        .expect(0)
+        .mount(server)
+        .await;
 }
 
 async fn start(

@@ -3,6 +3,7 @@
 
 mod config;
 mod delivery;
+mod harness;
 mod helpers;
 mod intake;
 mod logs;
