@@ -9,4 +9,5 @@ mod intake;
 mod logs;
 mod operators;
 mod pipeline;
+mod resolution;
 mod store;

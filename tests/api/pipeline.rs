@@ -1,6 +1,7 @@
 //! The pipeline end to end: tiers, single flight, negative answers, actions, ordering.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -169,65 +170,120 @@ both_backends!(
     }
 );
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_events_for_one_new_contact_pay_each_provider_exactly_once() {
-    const N: usize = 25;
-    let app = spawn_app_with(Backend::Postgres, |s| s.workers.concurrency = 32).await;
-    // Slow providers widen the window in which the events overlap.
-    Mock::given(method("GET"))
-        .and(path(format!("/Consultas/Pessoa/Telefone/{PHONE_NATIONAL}")))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(fixture("diretrix_found.json"))
-                .set_delay(Duration::from_millis(400)),
-        )
-        .expect(1)
-        .mount(&app.diretrix)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api"))
-        .and(query_param("consulta", CPF))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(fixture("work_api_person.json"))
-                .set_delay(Duration::from_millis(400)),
-        )
-        .expect(1)
-        .mount(&app.work_api)
-        .await;
-    mock_c2s_ok(&app.c2s, N as u64).await;
-
-    let posts = (0..N).map(|i| {
-        let event = c2s_event(
-            &format!("burst-{i}"),
-            "on_create_lead",
-            "2026-11-20T10:00:00Z",
-            Some("(11) 98765-4321"),
-            None,
-        );
-        let app = &app;
-        async move { app.post_c2s_ok(&event).await }
-    });
-    let ids: Vec<i64> = futures::future::join_all(posts)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    assert_eq!(ids.len(), N);
-    for id in ids {
-        assert_eq!(
-            app.wait_final(id).await.outcome.as_deref(),
-            Some("delivered")
-        );
-    }
-    // The waiters of the one load count as memory hits: 1 call, N - 1 avoided.
-    let stats = app
-        .state
-        .metrics
-        .tier_counts(enricher::metrics::LookupKind::Contact);
-    assert_eq!((stats.provider_call, stats.memory_hit), (1, N as u64 - 1));
-    app.verify_mocks().await;
+/// Holds its answer until the test releases it, so the test can see who waits on it; counts
+/// the requests that arrived. Blocking wiremock's server thread is the point: nothing is
+/// answered until released, whatever the timing (or after 10 s, with a 500 that fails the test).
+struct Held {
+    answer: ResponseTemplate,
+    arrived: Arc<AtomicUsize>,
+    released: Arc<(Mutex<bool>, Condvar)>,
 }
+
+impl Held {
+    fn release(released: &(Mutex<bool>, Condvar)) {
+        *released.0.lock().unwrap() = true;
+        released.1.notify_all();
+    }
+}
+
+impl Respond for Held {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        let (lock, condvar) = &*self.released;
+        let (released, _) = condvar
+            .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(10), |r| !*r)
+            .unwrap();
+        if *released {
+            self.answer.clone()
+        } else {
+            ResponseTemplate::new(500)
+        }
+    }
+}
+
+both_backends!(
+    concurrent_events_for_one_new_contact_pay_each_provider_exactly_once,
+    |backend| async move {
+        const N: usize = 25;
+        let app = spawn_app_with(backend, |s| s.workers.concurrency = 32).await;
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let released = Arc::new((Mutex::new(false), Condvar::new()));
+        Mock::given(method("GET"))
+            .and(path(format!("/Consultas/Pessoa/Telefone/{PHONE_NATIONAL}")))
+            .and(basic_auth(DIRETRIX_USER, DIRETRIX_PASSWORD))
+            .respond_with(Held {
+                answer: ResponseTemplate::new(200).set_body_json(fixture("diretrix_found.json")),
+                arrived: arrived.clone(),
+                released: released.clone(),
+            })
+            .expect(1)
+            .mount(&app.diretrix)
+            .await;
+        mock_work(&app.work_api, CPF, fixture("work_api_person.json"), 1).await;
+        mock_c2s_ok(&app.c2s, N as u64).await;
+
+        let posts = (0..N).map(|i| {
+            let event = c2s_event(
+                &format!("burst-{i}"),
+                "on_create_lead",
+                "2026-11-20T10:00:00Z",
+                Some("(11) 98765-4321"),
+                None,
+            );
+            let app = &app;
+            async move { app.post_c2s_ok(&event).await }
+        });
+        let ids: Vec<i64> = futures::future::join_all(posts)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(ids.len(), N);
+        // Diretrix holds its answer until all N events are being processed at once: they
+        // overlap by construction, and whoever asks after the answer finds it in memory.
+        let store = app.store().clone();
+        wait_for(
+            "every event in flight while Diretrix holds its answer",
+            Duration::from_secs(10),
+            || {
+                let store = store.clone();
+                let arrived = arrived.clone();
+                async move {
+                    let counts = store.event_counts().await.ok()?;
+                    let processing = counts
+                        .iter()
+                        .find(|(state, _)| state == "processing")
+                        .map_or(0, |(_, n)| *n);
+                    (processing == N as i64 && arrived.load(Ordering::SeqCst) >= 1).then_some(())
+                }
+            },
+        )
+        .await;
+        Held::release(&released);
+        for id in ids {
+            assert_eq!(
+                app.wait_final(id).await.outcome.as_deref(),
+                Some("delivered")
+            );
+        }
+        assert_eq!(arrived.load(Ordering::SeqCst), 1);
+        // The events that waited on the one load count as memory hits: 1 call, N - 1 avoided.
+        for kind in [
+            enricher::metrics::LookupKind::Contact,
+            enricher::metrics::LookupKind::Cpf,
+        ] {
+            let stats = app.state.metrics.tier_counts(kind);
+            assert_eq!(
+                (stats.provider_call, stats.memory_hit),
+                (1, N as u64 - 1),
+                "{kind:?}"
+            );
+        }
+        let counts = app.store().party_counts().await.unwrap();
+        assert_eq!((counts.parties, counts.enrichments), (1, 1));
+        app.verify_mocks().await;
+    }
+);
 
 both_backends!(
     a_work_api_not_found_is_remembered_and_never_stored_as_a_person,
