@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use enricher::config::{AppEnv, Settings};
 use enricher::startup::Application;
 use enricher::state::AppState;
-use enricher::store::{DynStore, EventRecord};
+use enricher::store::{DynStore, EventRecord, PartyCounts};
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 pub const C2S_TOKEN: &str = "c2s-api-token-test-value";
 pub const WORK_TOKEN: &str = "work-api-token-test-value";
@@ -198,6 +198,101 @@ impl Drop for TestDb {
             });
         })
         .join();
+    }
+}
+
+/// What the database holds at one moment. A mock reads it as a request arrives, so a test
+/// sees what the application had committed before it called out: order, not survival.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub counts: PartyCounts,
+    /// Every inbox event.
+    pub events: Vec<EventRecord>,
+    /// Each inbox event's rendered message and whether its "sending" mark is set, by id.
+    pub rendered: HashMap<i64, (Option<String>, bool)>,
+}
+
+impl Snapshot {
+    /// Reads the database at `url` from blocking code (a wiremock responder): on a thread of
+    /// its own, with its own runtime and connections, so no application runtime is blocked.
+    pub fn take_blocking(url: &str) -> Snapshot {
+        let url = url.to_owned();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(Snapshot::take(&url))
+        })
+        .join()
+        .expect("a snapshot of the database")
+    }
+
+    pub async fn take(url: &str) -> Snapshot {
+        let settings = enricher::config::DatabaseSettings {
+            url: url.to_owned().into(),
+            max_connections: 1,
+        };
+        let store = enricher::store::connect(&settings).await.unwrap();
+        let counts = store.party_counts().await.unwrap();
+        let events = store.events(None, 1000).await.unwrap();
+        // The store has no reader for these two columns: the worker reads them only through
+        // a claim, and claiming would change what is being observed.
+        const SQL: &str = "SELECT id, message, \
+            CAST(CASE WHEN send_started_at IS NULL THEN 0 ELSE 1 END AS BIGINT) \
+            FROM webhook_inbox";
+        let rows: Vec<(i64, Option<String>, i64)> = if url.starts_with("postgres") {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query_as(SQL).fetch_all(&mut conn).await.unwrap()
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query_as(SQL).fetch_all(&mut conn).await.unwrap()
+        };
+        Snapshot {
+            counts,
+            events,
+            rendered: rows
+                .into_iter()
+                .map(|(id, message, sending)| (id, (message, sending == 1)))
+                .collect(),
+        }
+    }
+
+    /// The events' states, oldest event first.
+    pub fn states(&self) -> Vec<&str> {
+        let mut events: Vec<&EventRecord> = self.events.iter().collect();
+        events.sort_by_key(|e| (e.event_at, e.id));
+        events.iter().map(|e| e.state.as_str()).collect()
+    }
+}
+
+/// Requests a mock received, each with the database as it was when the request arrived.
+pub type Observations = Arc<std::sync::Mutex<Vec<(Request, Snapshot)>>>;
+
+/// A responder that takes a [`Snapshot`] as each request arrives, then answers `answer`.
+pub struct Observing {
+    url: String,
+    answer: ResponseTemplate,
+    seen: Observations,
+}
+
+impl Observing {
+    pub fn new(db: &TestDb, answer: ResponseTemplate) -> (Observing, Observations) {
+        let seen = Observations::default();
+        let observing = Observing {
+            url: db.url.clone(),
+            answer,
+            seen: seen.clone(),
+        };
+        (observing, seen)
+    }
+}
+
+impl Respond for Observing {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let snapshot = Snapshot::take_blocking(&self.url);
+        self.seen.lock().unwrap().push((request.clone(), snapshot));
+        self.answer.clone()
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use wiremock::matchers::{basic_auth, bearer_token, method, path, path_regex, query_param};
@@ -443,35 +443,32 @@ both_backends!(
     }
 );
 
-/// Records when each request arrived, then answers after a delay.
-struct Timed {
-    arrivals: Arc<Mutex<Vec<(Instant, String)>>>,
-}
-
-impl Respond for Timed {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
-        self.arrivals.lock().unwrap().push((
-            Instant::now(),
-            body["body"].as_str().unwrap_or("").to_owned(),
-        ));
-        ResponseTemplate::new(201).set_delay(Duration::from_millis(300))
-    }
-}
-
 both_backends!(
     one_leads_events_are_processed_in_order_and_never_at_once,
     |backend| async move {
         let app = spawn_app(backend).await;
         let phones = ["11987650001", "11987650002", "11987650003"];
-        for p in phones {
-            mock_diretrix_phone(&app.diretrix, p, json!([]), 1).await;
-        }
-        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        // Every call an event makes, to Diretrix and to the CRM, looks at the inbox as it
+        // arrives: exactly one event of the lead may be processing, the older ones done.
+        let (lookups, looked_up) =
+            Observing::new(&app.db, ResponseTemplate::new(200).set_body_json(json!([])));
+        Mock::given(method("GET"))
+            .and(path_regex(r"^/Consultas/Pessoa/Telefone/1198765000[123]$"))
+            .and(basic_auth(DIRETRIX_USER, DIRETRIX_PASSWORD))
+            .respond_with(lookups)
+            .expect(3)
+            .mount(&app.diretrix)
+            .await;
+        // A slow CRM keeps each event processing a while: a second event of the lead
+        // claimed meanwhile would show at its own Diretrix call.
+        let (posts, posted) = Observing::new(
+            &app.db,
+            ResponseTemplate::new(201).set_delay(Duration::from_millis(300)),
+        );
         Mock::given(method("POST"))
-            .respond_with(Timed {
-                arrivals: arrivals.clone(),
-            })
+            .and(path("/integration/leads/L-1/create_message"))
+            .and(bearer_token(C2S_TOKEN))
+            .respond_with(posts)
             .expect(3)
             .mount(&app.c2s)
             .await;
@@ -507,23 +504,34 @@ both_backends!(
                 Some("delivered")
             );
         }
-        let arrivals = arrivals.lock().unwrap().clone();
-        let order: Vec<usize> = arrivals
-            .iter()
-            .map(|(_, body)| {
-                phones
-                    .iter()
-                    .position(|p| body.contains(&format!("{}-{}", &p[2..7], &p[7..])))
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(order, [0, 1, 2], "processed in updated_at order");
-        for pair in arrivals.windows(2) {
-            let gap = pair[1].0 - pair[0].0;
+        let expected_states = [
+            ["processing", "pending", "pending"],
+            ["done", "processing", "pending"],
+            ["done", "done", "processing"],
+        ];
+        let looked_up = looked_up.lock().unwrap().clone();
+        assert_eq!(looked_up.len(), 3);
+        for (k, (request, snapshot)) in looked_up.iter().enumerate() {
             assert!(
-                gap >= Duration::from_millis(290),
-                "overlapping deliveries for one lead: {gap:?}"
+                request.url.path().ends_with(phones[k]),
+                "looked up in updated_at order"
             );
+            assert_eq!(snapshot.states(), expected_states[k], "at lookup {k}");
+        }
+        let posted = posted.lock().unwrap().clone();
+        assert_eq!(posted.len(), 3);
+        for (k, (request, snapshot)) in posted.iter().enumerate() {
+            let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+            let phone = phones[k];
+            assert!(
+                body["body"].as_str().unwrap().contains(&format!(
+                    "{}-{}",
+                    &phone[2..7],
+                    &phone[7..]
+                )),
+                "posted in updated_at order"
+            );
+            assert_eq!(snapshot.states(), expected_states[k], "at post {k}");
         }
         app.verify_mocks().await;
     }
@@ -587,12 +595,188 @@ async fn with_nothing_configured_the_sandbox_answers_and_keeps_the_message() {
         },
     )
     .await;
-    assert!(
-        body.contains("ENRIQUECIMENTO")
-            || body.contains("Encontrado")
-            || body.contains("nenhum dado"),
-        "{body}"
-    );
+    // The sandbox derives every answer from the contact, so its message is known exactly.
+    let expected = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/sandbox_message.txt",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    assert_eq!(body, expected.trim_end());
     token.cancel();
     running.await.unwrap().unwrap();
 }
+
+both_backends!(
+    everything_bought_and_the_rendered_message_are_committed_before_the_crm_sees_the_post,
+    |backend| async move {
+        let app = spawn_app(backend).await;
+        mock_maria(&app).await;
+        let (observing, posted) = Observing::new(&app.db, ResponseTemplate::new(201));
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/integration/leads/[^/]+/create_message$"))
+            .and(bearer_token(C2S_TOKEN))
+            .respond_with(observing)
+            .expect(1)
+            .mount(&app.c2s)
+            .await;
+
+        let id = app.post_c2s_ok(&fixture("c2s_webhook_create.json")).await[0];
+        assert_eq!(
+            app.wait_final(id).await.outcome.as_deref(),
+            Some("delivered")
+        );
+        let posted = posted.lock().unwrap().clone();
+        let [(request, at_post)] = posted.as_slice() else {
+            panic!("one POST expected, got {}", posted.len());
+        };
+        // Everything the lead will ever cause to be stored was there when the CRM was called.
+        let after = app.store().party_counts().await.unwrap();
+        assert_eq!(
+            (after.parties, after.enrichments, after.lead_links),
+            (1, 1, 2)
+        );
+        assert_eq!(at_post.counts, after, "stored before the POST, not after");
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(
+            at_post.rendered[&id],
+            (Some(body["body"].as_str().unwrap().to_owned()), true),
+            "the rendered message and the sending mark were committed before the POST"
+        );
+        app.verify_mocks().await;
+    }
+);
+
+both_backends!(
+    a_failed_lookup_of_another_contact_keeps_what_was_bought_and_the_retry_buys_nothing_twice,
+    |backend| async move {
+        // A backoff long enough for the retry to fall to the next instance, whose memory is
+        // empty: what was bought must come from the database.
+        let mut app = spawn_app_with(backend, |s| {
+            s.delivery.base_delay_ms = 1000;
+            s.delivery.max_delay_secs = 2;
+        })
+        .await;
+        mock_phone_person(&app, 1).await;
+        Mock::given(method("GET"))
+            .and(path(format!("/Consultas/Pessoa/Email/{EMAIL}")))
+            .and(basic_auth(DIRETRIX_USER, DIRETRIX_PASSWORD))
+            .respond_with(ResponseTemplate::new(500))
+            .up_to_n_times(1)
+            .with_priority(1)
+            .expect(1)
+            .mount(&app.diretrix)
+            .await;
+        mock_diretrix_email(&app.diretrix, EMAIL, fixture("diretrix_found.json"), 1).await;
+        mock_c2s_ok(&app.c2s, 1).await;
+
+        let lead = c2s_event(
+            "L-1",
+            "on_create_lead",
+            "2026-11-20T10:00:00Z",
+            Some(PHONE_NATIONAL),
+            Some(EMAIL),
+        );
+        let id = app.post_c2s_ok(&lead).await[0];
+        let store = app.store().clone();
+        wait_for("the first attempt to fail", Duration::from_secs(10), || {
+            let store = store.clone();
+            async move {
+                store
+                    .event(id)
+                    .await
+                    .ok()?
+                    .filter(|e| e.attempts == 1 && e.state == "pending")
+            }
+        })
+        .await;
+        app.stop().await;
+        let event = store.event(id).await.unwrap().unwrap();
+        assert_eq!((event.state.as_str(), event.attempts), ("pending", 1));
+        assert!(
+            event.last_error.as_deref().unwrap().contains("diretrix"),
+            "{:?}",
+            event.last_error
+        );
+        let phone = enricher::domain::ContactKey::Phone(
+            enricher::domain::Phone::parse(PHONE_NATIONAL).unwrap(),
+        );
+        assert_eq!(
+            store.find_contact(&phone).await.unwrap(),
+            Some(enricher::store::Lookup::Found(
+                enricher::domain::Cpf::parse(CPF).unwrap()
+            )),
+            "the phone's answer was stored when it was bought"
+        );
+        let counts = store.party_counts().await.unwrap();
+        assert_eq!((counts.parties, counts.enrichments), (1, 1));
+        assert!(app.c2s_messages().await.is_empty());
+
+        let app = app.restart().await;
+        let event = app.wait_final(id).await;
+        assert_eq!(
+            (event.outcome.as_deref(), event.attempts),
+            (Some("delivered"), 1)
+        );
+        let body = &app.c2s_messages().await[0].1;
+        assert!(body.contains("Telefone e e-mail da mesma pessoa"), "{body}");
+        assert_eq!(app.store().party_counts().await.unwrap().enrichments, 1);
+        app.verify_mocks().await;
+    }
+);
+
+both_backends!(
+    a_message_that_fails_to_render_dead_letters_the_event_and_keeps_what_was_bought,
+    |backend| async move {
+        // The built-in template plus a line that fails for one lead name only: it passes the
+        // startup check on sample data and fails on this lead.
+        let dir = tempfile::tempdir().unwrap();
+        let template = dir.path().join("message.txt.j2");
+        let mut source = std::fs::read_to_string("config/templates/message.txt.j2").unwrap();
+        source.push_str(
+            "{% if lead_name and \"Quebra\" in lead_name %}{{ no_such_variable }}{% endif %}\n",
+        );
+        std::fs::write(&template, source).unwrap();
+        let app = spawn_app_with(backend, |s| {
+            s.message.template_path = Some(template.display().to_string());
+        })
+        .await;
+        mock_phone_person(&app, 1).await;
+        mock_c2s_ok(&app.c2s, 1).await;
+
+        let mut breaking = c2s_event(
+            "L-1",
+            "on_create_lead",
+            "2026-11-20T10:00:00Z",
+            Some(PHONE_NATIONAL),
+            None,
+        );
+        breaking["attributes"]["customer"]["name"] = json!("Quebra Template");
+        let id = app.post_c2s_ok(&breaking).await[0];
+        let event = app.wait_final(id).await;
+        assert_eq!((event.state.as_str(), event.attempts), ("dead", 1));
+        let reason = event.last_error.unwrap();
+        assert!(reason.starts_with("message: "), "{reason}");
+        let counts = app.store().party_counts().await.unwrap();
+        assert_eq!(
+            (counts.parties, counts.enrichments, counts.lead_links),
+            (1, 1, 0),
+            "bought and stored, but the lead was never linked: nothing was rendered"
+        );
+
+        // Another lead of the same person renders and is posted without buying again.
+        let id = app
+            .post_c2s_ok(&c2s_event(
+                "L-2",
+                "on_create_lead",
+                "2026-11-20T10:00:00Z",
+                Some(PHONE_NATIONAL),
+                None,
+            ))
+            .await[0];
+        assert_eq!(
+            app.wait_final(id).await.outcome.as_deref(),
+            Some("delivered")
+        );
+        app.verify_mocks().await;
+    }
+);
