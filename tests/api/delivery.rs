@@ -167,9 +167,28 @@ both_backends!(
             }
         })
         .await;
+        let mut app = app;
+        app.stop().await;
+        // Stopped between the attempts: the retry is still owed, and only the failed POST
+        // was made.
+        let stopped = app.store().event(id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                stopped.state.as_str(),
+                stopped.attempts,
+                stopped.delivered,
+                stopped.outcome.as_deref()
+            ),
+            ("pending", 1, false, None)
+        );
+        assert_eq!(app.c2s.received_requests().await.unwrap().len(), 1);
         let app = app.restart().await;
         let event = app.wait_final(id).await;
-        assert_eq!(event.outcome.as_deref(), Some("delivered"));
+        assert_eq!(
+            (event.outcome.as_deref(), event.attempts),
+            (Some("delivered"), 1)
+        );
+        assert_eq!(app.c2s_messages().await.len(), 2);
         app.verify_mocks().await;
     }
 );
