@@ -162,6 +162,21 @@ impl TestDb {
         store
     }
 
+    /// The clock the store compares retries, leases and expiries with: Postgres's own
+    /// `now()`, or the process clock the SQLite store reads. Tests take instants from it,
+    /// so a skew between the test's clock and the database's cannot blur them.
+    pub async fn now(&self) -> time::OffsetDateTime {
+        if self.pg_name.is_some() {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar("SELECT now()")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        } else {
+            time::OffsetDateTime::now_utc()
+        }
+    }
+
     /// Drops the database out from under the application (Postgres only).
     pub async fn destroy(&self) {
         if let Some(name) = &self.pg_name {
