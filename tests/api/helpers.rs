@@ -43,8 +43,21 @@ fn with_database(url: &str, db: &str) -> String {
 
 static TEMPLATE: OnceCell<String> = OnceCell::const_new();
 
+/// Names of the databases tests create. A test database carries the id of the process that
+/// made it (`enricher_test_<pid>_<uuid>`), so a later run can tell a leak from a live one.
+pub const TEST_DB_PREFIX: &str = "enricher_test_";
+pub const TEMPLATE_PREFIX: &str = "enricher_tpl_";
+/// Advisory lock classes (the first key of the two-key form): a run holds
+/// `(LIVE_RUN, pid)` and `(LIVE_TEMPLATE, template key)` shared for as long as its process
+/// lives. The server drops them when the process's connection closes, however it dies.
+pub const LIVE_RUN: i32 = 727_003;
+pub const LIVE_TEMPLATE: i32 = 727_004;
+/// Templates stamped less than this ago are kept: another checkout may be using them.
+pub const TEMPLATE_GRACE_SECS: i64 = 3600;
+
 /// A migrated template database, made once per migration set and shared by every test
-/// process; an advisory lock keeps parallel test binaries from racing to create it.
+/// process; an advisory lock keeps parallel test binaries from racing to create it. The
+/// first run in a process also sweeps what killed runs left behind (see [`sweep`]).
 async fn template() -> &'static str {
     TEMPLATE
         .get_or_init(|| async {
@@ -60,8 +73,9 @@ async fn template() -> &'static str {
                     digest = (digest ^ u64::from(b)).wrapping_mul(0x100000001b3);
                 }
             }
-            let name = format!("enricher_tpl_{digest:016x}");
+            let name = format!("{TEMPLATE_PREFIX}{digest:016x}");
             let admin = postgres_admin_url();
+            hold_run_locks(&admin, template_key(&name)).await;
             let mut conn = sqlx::PgConnection::connect(&admin)
                 .await
                 .expect("Postgres for tests: set TEST_DATABASE_URL or start one on 127.0.0.1:5432");
@@ -69,6 +83,7 @@ async fn template() -> &'static str {
                 .execute(&mut conn)
                 .await
                 .unwrap();
+            sweep(&mut conn, TEST_DB_PREFIX, TEMPLATE_PREFIX, &name).await;
             let exists: Option<i32> =
                 sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
                     .bind(&name)
@@ -104,6 +119,7 @@ async fn template() -> &'static str {
                     .await
                     .unwrap();
             }
+            stamp_template(&mut conn, &name, unix_now()).await;
             sqlx::query("SELECT pg_advisory_unlock(727001)")
                 .execute(&mut conn)
                 .await
@@ -111,6 +127,204 @@ async fn template() -> &'static str {
             name
         })
         .await
+}
+
+pub fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The second advisory key of a template: the low half of its digest (a collision only
+/// makes the sweep keep a template it could have dropped).
+pub fn template_key(name: &str) -> i32 {
+    let digest = name
+        .rsplit('_')
+        .next()
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or(0);
+    digest as u32 as i32
+}
+
+/// Takes this run's advisory locks on a connection of its own, kept open on a thread of its
+/// own until the process exits: that open connection is the run's sign of life.
+async fn hold_run_locks(admin: &str, template: i32) {
+    let admin = admin.to_owned();
+    let (ready, held) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            // A try: a live process with this pid in another pid namespace may hold it, and
+            // then this run's databases are simply kept a little longer.
+            sqlx::query("SELECT pg_try_advisory_lock($1, $2)")
+                .bind(LIVE_RUN)
+                .bind(std::process::id() as i32)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query("SELECT pg_advisory_lock_shared($1, $2)")
+                .bind(LIVE_TEMPLATE)
+                .bind(template)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let _ = ready.send(());
+            std::future::pending::<()>().await;
+        });
+    });
+    held.await.expect("the run's advisory locks are held");
+}
+
+/// Records when a run last used a template, in the database's comment.
+pub async fn stamp_template(conn: &mut sqlx::PgConnection, name: &str, at: i64) {
+    let comment = format!("COMMENT ON DATABASE {name} IS 'enricher test template; used {at}'");
+    // Best effort: a template dropped meanwhile by a concurrent sweep needs no stamp.
+    let _ = sqlx::query(sqlx::AssertSqlSafe(comment))
+        .execute(conn)
+        .await;
+}
+
+/// Drops what killed test runs left behind on this server, never what a live run uses:
+///
+/// - a test database `<prefix><pid>_<uuid>` once its process is gone: no such process on
+///   this machine, and its run's advisory lock free (so a live run in another pid namespace
+///   is kept too);
+/// - a template of another migration set once no live run holds its lock, no run stamped it
+///   within [`TEMPLATE_GRACE_SECS`], and nobody is connected (a plain `DROP` fails then).
+///   A template never stamped is stamped now and dropped by a later run. While databases of
+///   the older, unnamed form (`<prefix><uuid>`) exist, a run of an older checkout is likely
+///   going on and no template is touched;
+/// - a `_building` template (its builder holds the lock this runs under, so it is a leak).
+///
+/// Every `DROP` may fail (a concurrent sweep got there first, someone connected): tolerated.
+pub async fn sweep(
+    conn: &mut sqlx::PgConnection,
+    test_prefix: &str,
+    tpl_prefix: &str,
+    current: &str,
+) {
+    let unnamed = sweep_test_databases(conn, test_prefix).await;
+    if unnamed == 0 {
+        sweep_templates(conn, tpl_prefix, current, unix_now()).await;
+    }
+}
+
+/// The databases whose name starts with `prefix`.
+async fn databases(conn: &mut sqlx::PgConnection, prefix: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)")
+        .bind(prefix)
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
+/// Drops the test databases of dead runs; returns how many databases of the unnamed form
+/// (no process id) it saw and kept.
+pub async fn sweep_test_databases(conn: &mut sqlx::PgConnection, prefix: &str) -> usize {
+    let me = std::process::id();
+    let mut unnamed = 0;
+    for name in databases(conn, prefix).await {
+        let rest = &name[prefix.len()..];
+        let Some(pid) = rest
+            .split_once('_')
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            unnamed += 1;
+            continue;
+        };
+        if pid != me && run_is_gone(conn, pid).await {
+            drop_database(conn, &name).await;
+        }
+    }
+    unnamed
+}
+
+/// No process with this id on this machine, and nobody holds its run lock.
+async fn run_is_gone(conn: &mut sqlx::PgConnection, pid: u32) -> bool {
+    if Path::new(&format!("/proc/{pid}")).exists() || !Path::new("/proc/self").exists() {
+        return false;
+    }
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+        .bind(LIVE_RUN)
+        .bind(pid)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    if free {
+        sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+            .bind(LIVE_RUN)
+            .bind(pid)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    free
+}
+
+/// Drops the templates of other migration sets that nobody has used for a while.
+pub async fn sweep_templates(conn: &mut sqlx::PgConnection, prefix: &str, current: &str, now: i64) {
+    for name in databases(conn, prefix).await {
+        if name == current {
+            continue;
+        }
+        if name.ends_with("_building") {
+            drop_database(conn, &name).await;
+            continue;
+        }
+        let comment: Option<String> = sqlx::query_scalar(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+        )
+        .bind(&name)
+        .fetch_optional(&mut *conn)
+        .await
+        .unwrap()
+        .flatten();
+        let used = comment.and_then(|c| c.rsplit(' ').next()?.parse::<i64>().ok());
+        let Some(used) = used else {
+            stamp_template(conn, &name, now).await;
+            continue;
+        };
+        if now - used < TEMPLATE_GRACE_SECS {
+            continue;
+        }
+        let key = template_key(&name);
+        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(LIVE_TEMPLATE)
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        if free {
+            drop_database(conn, &name).await;
+            sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+                .bind(LIVE_TEMPLATE)
+                .bind(key)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Drops a database nobody is connected to. The `DROP` is a plain one, which fails (after
+/// waiting up to 5 s for them to leave) if someone connected meanwhile: left for later.
+async fn drop_database(conn: &mut sqlx::PgConnection, name: &str) {
+    let connected: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+            .bind(name)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    if connected > 0 {
+        return;
+    }
+    let drop = format!("DROP DATABASE IF EXISTS {name}");
+    let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(conn).await;
 }
 
 /// One test's database; dropped (Postgres) or deleted (SQLite) with the value.
@@ -125,7 +339,11 @@ impl TestDb {
         match backend {
             Backend::Postgres => {
                 let template = template().await;
-                let name = format!("enricher_test_{}", uuid::Uuid::new_v4().simple());
+                let name = format!(
+                    "{TEST_DB_PREFIX}{}_{}",
+                    std::process::id(),
+                    uuid::Uuid::new_v4().simple()
+                );
                 let admin = postgres_admin_url();
                 let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
                 let create = format!("CREATE DATABASE {name} TEMPLATE {template}");
