@@ -225,6 +225,7 @@ async fn databases(conn: &mut sqlx::PgConnection, prefix: &str) -> Vec<String> {
 pub async fn sweep_test_databases(conn: &mut sqlx::PgConnection, prefix: &str) -> usize {
     let me = std::process::id();
     let mut unnamed = 0;
+    let mut dead = Vec::new();
     for name in databases(conn, prefix).await {
         let rest = &name[prefix.len()..];
         let Some(pid) = rest
@@ -235,9 +236,10 @@ pub async fn sweep_test_databases(conn: &mut sqlx::PgConnection, prefix: &str) -
             continue;
         };
         if pid != me && run_is_gone(conn, pid).await {
-            drop_database(conn, &name).await;
+            dead.push(name);
         }
     }
+    drop_databases(&dead).await;
     unnamed
 }
 
@@ -268,12 +270,13 @@ async fn run_is_gone(conn: &mut sqlx::PgConnection, pid: u32) -> bool {
 
 /// Drops the templates of other migration sets that nobody has used for a while.
 pub async fn sweep_templates(conn: &mut sqlx::PgConnection, prefix: &str, current: &str, now: i64) {
+    let (mut unused, mut locked) = (Vec::new(), Vec::new());
     for name in databases(conn, prefix).await {
         if name == current {
             continue;
         }
         if name.ends_with("_building") {
-            drop_database(conn, &name).await;
+            unused.push(name);
             continue;
         }
         let comment: Option<String> = sqlx::query_scalar(
@@ -292,39 +295,51 @@ pub async fn sweep_templates(conn: &mut sqlx::PgConnection, prefix: &str, curren
         if now - used < TEMPLATE_GRACE_SECS {
             continue;
         }
-        let key = template_key(&name);
+        // Held until the drops are done, so no run of that migration set starts meanwhile.
         let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
             .bind(LIVE_TEMPLATE)
-            .bind(key)
+            .bind(template_key(&name))
             .fetch_one(&mut *conn)
             .await
             .unwrap();
         if free {
-            drop_database(conn, &name).await;
-            sqlx::query("SELECT pg_advisory_unlock($1, $2)")
-                .bind(LIVE_TEMPLATE)
-                .bind(key)
-                .execute(&mut *conn)
-                .await
-                .unwrap();
+            locked.push(template_key(&name));
+            unused.push(name);
         }
+    }
+    drop_databases(&unused).await;
+    for key in locked {
+        sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+            .bind(LIVE_TEMPLATE)
+            .bind(key)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
     }
 }
 
-/// Drops a database nobody is connected to. The `DROP` is a plain one, which fails (after
-/// waiting up to 5 s for them to leave) if someone connected meanwhile: left for later.
-async fn drop_database(conn: &mut sqlx::PgConnection, name: &str) {
-    let connected: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
-            .bind(name)
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-    if connected > 0 {
-        return;
-    }
-    let drop = format!("DROP DATABASE IF EXISTS {name}");
-    let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(conn).await;
+/// Drops the databases nobody is connected to, all at once (each drop waits on every
+/// backend of the server, a second or more on a busy one). The `DROP` is a plain one, which
+/// fails if someone connected meanwhile: that database is left for a later sweep.
+async fn drop_databases(names: &[String]) {
+    futures::future::join_all(names.iter().map(|name| async move {
+        let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await else {
+            return;
+        };
+        let connected: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+                .bind(name)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or(1);
+        if connected == 0 {
+            let drop = format!("DROP DATABASE IF EXISTS {name}");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut conn)
+                .await;
+        }
+    }))
+    .await;
 }
 
 /// One test's database; dropped (Postgres) or deleted (SQLite) with the value.
