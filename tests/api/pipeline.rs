@@ -630,12 +630,14 @@ both_backends!(
             panic!("one POST expected, got {}", posted.len());
         };
         // Everything the lead will ever cause to be stored was there when the CRM was called.
-        let after = app.store().party_counts().await.unwrap();
+        let at = &at_post.counts;
         assert_eq!(
-            (after.parties, after.enrichments, after.lead_links),
-            (1, 1, 2)
+            (at.parties, at.enrichments, at.lead_links),
+            (1, 1, 2),
+            "bought, stored and linked before the POST"
         );
-        assert_eq!(at_post.counts, after, "stored before the POST, not after");
+        let after = app.store().party_counts().await.unwrap();
+        assert_eq!(*at, after, "nothing stored after the POST");
         let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
         assert_eq!(
             at_post.rendered[&id],
