@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wiremock::matchers::{method, path_regex};
+use wiremock::matchers::{bearer_token, method, path_regex};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use crate::both_backends;
@@ -23,7 +23,8 @@ fn lead(id: &str) -> serde_json::Value {
 
 async fn mock_c2s_status(app: &TestApp, status: u16, times: u64) {
     Mock::given(method("POST"))
-        .and(path_regex("/create_message$"))
+        .and(path_regex(r"^/integration/leads/[^/]+/create_message$"))
+        .and(bearer_token(C2S_TOKEN))
         .respond_with(ResponseTemplate::new(status))
         .up_to_n_times(times)
         .expect(times)
@@ -119,6 +120,8 @@ async fn a_429_is_retried_no_sooner_than_its_retry_after() {
     mock_phone_person(&app, 1).await;
     let arrivals = Arc::new(Mutex::new(Vec::new()));
     Mock::given(method("POST"))
+        .and(path_regex(r"^/integration/leads/L-1/create_message$"))
+        .and(bearer_token(C2S_TOKEN))
         .respond_with(RateLimitedOnce {
             arrivals: arrivals.clone(),
         })
@@ -164,9 +167,28 @@ both_backends!(
             }
         })
         .await;
+        let mut app = app;
+        app.stop().await;
+        // Stopped between the attempts: the retry is still owed, and only the failed POST
+        // was made.
+        let stopped = app.store().event(id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                stopped.state.as_str(),
+                stopped.attempts,
+                stopped.delivered,
+                stopped.outcome.as_deref()
+            ),
+            ("pending", 1, false, None)
+        );
+        assert_eq!(app.c2s.received_requests().await.unwrap().len(), 1);
         let app = app.restart().await;
         let event = app.wait_final(id).await;
-        assert_eq!(event.outcome.as_deref(), Some("delivered"));
+        assert_eq!(
+            (event.outcome.as_deref(), event.attempts),
+            (Some("delivered"), 1)
+        );
+        assert_eq!(app.c2s_messages().await.len(), 2);
         app.verify_mocks().await;
     }
 );
@@ -176,6 +198,8 @@ async fn a_graceful_stop_lets_an_in_flight_delivery_finish_and_it_is_not_posted_
     let mut app = spawn_app(Backend::Postgres).await;
     mock_phone_person(&app, 1).await;
     Mock::given(method("POST"))
+        .and(path_regex(r"^/integration/leads/L-1/create_message$"))
+        .and(bearer_token(C2S_TOKEN))
         .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_millis(800)))
         .expect(1)
         .mount(&app.c2s)

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use enricher::config::{AppEnv, Settings};
 use enricher::startup::Application;
 use enricher::state::AppState;
-use enricher::store::{DynStore, EventRecord};
+use enricher::store::{DynStore, EventRecord, PartyCounts};
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
-use wiremock::MockServer;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 pub const C2S_TOKEN: &str = "c2s-api-token-test-value";
 pub const WORK_TOKEN: &str = "work-api-token-test-value";
@@ -43,8 +43,21 @@ fn with_database(url: &str, db: &str) -> String {
 
 static TEMPLATE: OnceCell<String> = OnceCell::const_new();
 
+/// Names of the databases tests create. A test database carries the id of the process that
+/// made it (`enricher_test_<pid>_<uuid>`), so a later run can tell a leak from a live one.
+pub const TEST_DB_PREFIX: &str = "enricher_test_";
+pub const TEMPLATE_PREFIX: &str = "enricher_tpl_";
+/// Advisory lock classes (the first key of the two-key form): a run holds
+/// `(LIVE_RUN, pid)` and `(LIVE_TEMPLATE, template key)` shared for as long as its process
+/// lives. The server drops them when the process's connection closes, however it dies.
+pub const LIVE_RUN: i32 = 727_003;
+pub const LIVE_TEMPLATE: i32 = 727_004;
+/// Templates stamped less than this ago are kept: another checkout may be using them.
+pub const TEMPLATE_GRACE_SECS: i64 = 3600;
+
 /// A migrated template database, made once per migration set and shared by every test
-/// process; an advisory lock keeps parallel test binaries from racing to create it.
+/// process; an advisory lock keeps parallel test binaries from racing to create it. The
+/// first run in a process also sweeps what killed runs left behind (see [`sweep`]).
 async fn template() -> &'static str {
     TEMPLATE
         .get_or_init(|| async {
@@ -60,8 +73,9 @@ async fn template() -> &'static str {
                     digest = (digest ^ u64::from(b)).wrapping_mul(0x100000001b3);
                 }
             }
-            let name = format!("enricher_tpl_{digest:016x}");
+            let name = format!("{TEMPLATE_PREFIX}{digest:016x}");
             let admin = postgres_admin_url();
+            hold_run_locks(&admin, template_key(&name)).await;
             let mut conn = sqlx::PgConnection::connect(&admin)
                 .await
                 .expect("Postgres for tests: set TEST_DATABASE_URL or start one on 127.0.0.1:5432");
@@ -69,6 +83,7 @@ async fn template() -> &'static str {
                 .execute(&mut conn)
                 .await
                 .unwrap();
+            sweep(&mut conn, TEST_DB_PREFIX, TEMPLATE_PREFIX, &name).await;
             let exists: Option<i32> =
                 sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
                     .bind(&name)
@@ -104,6 +119,7 @@ async fn template() -> &'static str {
                     .await
                     .unwrap();
             }
+            stamp_template(&mut conn, &name, unix_now()).await;
             sqlx::query("SELECT pg_advisory_unlock(727001)")
                 .execute(&mut conn)
                 .await
@@ -111,6 +127,219 @@ async fn template() -> &'static str {
             name
         })
         .await
+}
+
+pub fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The second advisory key of a template: the low half of its digest (a collision only
+/// makes the sweep keep a template it could have dropped).
+pub fn template_key(name: &str) -> i32 {
+    let digest = name
+        .rsplit('_')
+        .next()
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or(0);
+    digest as u32 as i32
+}
+
+/// Takes this run's advisory locks on a connection of its own, kept open on a thread of its
+/// own until the process exits: that open connection is the run's sign of life.
+async fn hold_run_locks(admin: &str, template: i32) {
+    let admin = admin.to_owned();
+    let (ready, held) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            // A try: a live process with this pid in another pid namespace may hold it, and
+            // then this run's databases are simply kept a little longer.
+            sqlx::query("SELECT pg_try_advisory_lock($1, $2)")
+                .bind(LIVE_RUN)
+                .bind(std::process::id() as i32)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query("SELECT pg_advisory_lock_shared($1, $2)")
+                .bind(LIVE_TEMPLATE)
+                .bind(template)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let _ = ready.send(());
+            std::future::pending::<()>().await;
+        });
+    });
+    held.await.expect("the run's advisory locks are held");
+}
+
+/// Records when a run last used a template, in the database's comment.
+pub async fn stamp_template(conn: &mut sqlx::PgConnection, name: &str, at: i64) {
+    let comment = format!("COMMENT ON DATABASE {name} IS 'enricher test template; used {at}'");
+    // Best effort: a template dropped meanwhile by a concurrent sweep needs no stamp.
+    let _ = sqlx::query(sqlx::AssertSqlSafe(comment))
+        .execute(conn)
+        .await;
+}
+
+/// Drops what killed test runs left behind on this server, never what a live run uses:
+///
+/// - a test database `<prefix><pid>_<uuid>` once its process is gone: no such process on
+///   this machine, and its run's advisory lock free (so a live run in another pid namespace
+///   is kept too);
+/// - a template of another migration set once no live run holds its lock, no run stamped it
+///   within [`TEMPLATE_GRACE_SECS`], and nobody is connected (a plain `DROP` fails then).
+///   A template never stamped is stamped now and dropped by a later run. While databases of
+///   the older, unnamed form (`<prefix><uuid>`) exist, a run of an older checkout is likely
+///   going on and no template is touched;
+/// - a `_building` template (its builder holds the lock this runs under, so it is a leak).
+///
+/// Every `DROP` may fail (a concurrent sweep got there first, someone connected): tolerated.
+pub async fn sweep(
+    conn: &mut sqlx::PgConnection,
+    test_prefix: &str,
+    tpl_prefix: &str,
+    current: &str,
+) {
+    let unnamed = sweep_test_databases(conn, test_prefix).await;
+    if unnamed == 0 {
+        sweep_templates(conn, tpl_prefix, current, unix_now()).await;
+    }
+}
+
+/// The databases whose name starts with `prefix`.
+async fn databases(conn: &mut sqlx::PgConnection, prefix: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)")
+        .bind(prefix)
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
+/// Drops the test databases of dead runs; returns how many databases of the unnamed form
+/// (no process id) it saw and kept.
+pub async fn sweep_test_databases(conn: &mut sqlx::PgConnection, prefix: &str) -> usize {
+    let me = std::process::id();
+    let mut unnamed = 0;
+    let mut dead = Vec::new();
+    for name in databases(conn, prefix).await {
+        let rest = &name[prefix.len()..];
+        let Some(pid) = rest
+            .split_once('_')
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            unnamed += 1;
+            continue;
+        };
+        if pid != me && run_is_gone(conn, pid).await {
+            dead.push(name);
+        }
+    }
+    drop_databases(&dead).await;
+    unnamed
+}
+
+/// No process with this id on this machine, and nobody holds its run lock.
+async fn run_is_gone(conn: &mut sqlx::PgConnection, pid: u32) -> bool {
+    if Path::new(&format!("/proc/{pid}")).exists() || !Path::new("/proc/self").exists() {
+        return false;
+    }
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+        .bind(LIVE_RUN)
+        .bind(pid)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    if free {
+        sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+            .bind(LIVE_RUN)
+            .bind(pid)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    free
+}
+
+/// Drops the templates of other migration sets that nobody has used for a while.
+pub async fn sweep_templates(conn: &mut sqlx::PgConnection, prefix: &str, current: &str, now: i64) {
+    let (mut unused, mut locked) = (Vec::new(), Vec::new());
+    for name in databases(conn, prefix).await {
+        if name == current {
+            continue;
+        }
+        if name.ends_with("_building") {
+            unused.push(name);
+            continue;
+        }
+        let comment: Option<String> = sqlx::query_scalar(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+        )
+        .bind(&name)
+        .fetch_optional(&mut *conn)
+        .await
+        .unwrap()
+        .flatten();
+        let used = comment.and_then(|c| c.rsplit(' ').next()?.parse::<i64>().ok());
+        let Some(used) = used else {
+            stamp_template(conn, &name, now).await;
+            continue;
+        };
+        if now - used < TEMPLATE_GRACE_SECS {
+            continue;
+        }
+        // Held until the drops are done, so no run of that migration set starts meanwhile.
+        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(LIVE_TEMPLATE)
+            .bind(template_key(&name))
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        if free {
+            locked.push(template_key(&name));
+            unused.push(name);
+        }
+    }
+    drop_databases(&unused).await;
+    for key in locked {
+        sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+            .bind(LIVE_TEMPLATE)
+            .bind(key)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// Drops the databases nobody is connected to, all at once (each drop waits on every
+/// backend of the server, a second or more on a busy one). The `DROP` is a plain one, which
+/// fails if someone connected meanwhile: that database is left for a later sweep.
+async fn drop_databases(names: &[String]) {
+    futures::future::join_all(names.iter().map(|name| async move {
+        let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await else {
+            return;
+        };
+        let connected: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+                .bind(name)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or(1);
+        if connected == 0 {
+            let drop = format!("DROP DATABASE IF EXISTS {name}");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut conn)
+                .await;
+        }
+    }))
+    .await;
 }
 
 /// One test's database; dropped (Postgres) or deleted (SQLite) with the value.
@@ -125,7 +354,11 @@ impl TestDb {
         match backend {
             Backend::Postgres => {
                 let template = template().await;
-                let name = format!("enricher_test_{}", uuid::Uuid::new_v4().simple());
+                let name = format!(
+                    "{TEST_DB_PREFIX}{}_{}",
+                    std::process::id(),
+                    uuid::Uuid::new_v4().simple()
+                );
                 let admin = postgres_admin_url();
                 let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
                 let create = format!("CREATE DATABASE {name} TEMPLATE {template}");
@@ -164,6 +397,21 @@ impl TestDb {
         store
     }
 
+    /// The clock the store compares retries, leases and expiries with: Postgres's own
+    /// `now()`, or the process clock the SQLite store reads. Tests take instants from it,
+    /// so a skew between the test's clock and the database's cannot blur them.
+    pub async fn now(&self) -> time::OffsetDateTime {
+        if self.pg_name.is_some() {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar("SELECT now()")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        } else {
+            time::OffsetDateTime::now_utc()
+        }
+    }
+
     /// Drops the database out from under the application (Postgres only).
     pub async fn destroy(&self) {
         if let Some(name) = &self.pg_name {
@@ -200,6 +448,103 @@ impl Drop for TestDb {
             });
         })
         .join();
+    }
+}
+
+/// What the database holds at one moment. A mock reads it as a request arrives, so a test
+/// sees what the application had committed before it called out: order, not survival.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub counts: PartyCounts,
+    /// Every inbox event.
+    pub events: Vec<EventRecord>,
+    /// Each inbox event's rendered message and whether its "sending" mark is set, by id.
+    pub rendered: HashMap<i64, (Option<String>, bool)>,
+}
+
+impl Snapshot {
+    /// Reads the database at `url` from blocking code (a wiremock responder): on a thread of
+    /// its own, with its own runtime and connections, so no application runtime is blocked.
+    pub fn take_blocking(url: &str) -> Snapshot {
+        let url = url.to_owned();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(Snapshot::take(&url))
+        })
+        .join()
+        .expect("a snapshot of the database")
+    }
+
+    pub async fn take(url: &str) -> Snapshot {
+        let settings = enricher::config::DatabaseSettings {
+            url: url.to_owned().into(),
+            max_connections: 1,
+            lock_connections: 1,
+            lock_wait_ms: 5000,
+        };
+        let store = enricher::store::connect(&settings).await.unwrap();
+        let counts = store.party_counts().await.unwrap();
+        let events = store.events(None, 1000).await.unwrap();
+        // The store has no reader for these two columns: the worker reads them only through
+        // a claim, and claiming would change what is being observed.
+        const SQL: &str = "SELECT id, message, \
+            CAST(CASE WHEN send_started_at IS NULL THEN 0 ELSE 1 END AS BIGINT) \
+            FROM webhook_inbox";
+        let rows: Vec<(i64, Option<String>, i64)> = if url.starts_with("postgres") {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query_as(SQL).fetch_all(&mut conn).await.unwrap()
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query_as(SQL).fetch_all(&mut conn).await.unwrap()
+        };
+        Snapshot {
+            counts,
+            events,
+            rendered: rows
+                .into_iter()
+                .map(|(id, message, sending)| (id, (message, sending == 1)))
+                .collect(),
+        }
+    }
+
+    /// The events' states, oldest event first.
+    pub fn states(&self) -> Vec<&str> {
+        let mut events: Vec<&EventRecord> = self.events.iter().collect();
+        events.sort_by_key(|e| (e.event_at, e.id));
+        events.iter().map(|e| e.state.as_str()).collect()
+    }
+}
+
+/// Requests a mock received, each with the database as it was when the request arrived.
+pub type Observations = Arc<std::sync::Mutex<Vec<(Request, Snapshot)>>>;
+
+/// A responder that takes a [`Snapshot`] as each request arrives, then answers `answer`.
+pub struct Observing {
+    url: String,
+    answer: ResponseTemplate,
+    seen: Observations,
+}
+
+impl Observing {
+    pub fn new(db: &TestDb, answer: ResponseTemplate) -> (Observing, Observations) {
+        let seen = Observations::default();
+        let observing = Observing {
+            url: db.url.clone(),
+            answer,
+            seen: seen.clone(),
+        };
+        (observing, seen)
+    }
+}
+
+impl Respond for Observing {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let snapshot = Snapshot::take_blocking(&self.url);
+        self.seen.lock().unwrap().push((request.clone(), snapshot));
+        self.answer.clone()
     }
 }
 
@@ -280,9 +625,27 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settin
         Arc::new(MockServer::start().await),
         Arc::new(MockServer::start().await),
     );
+    for server in [&diretrix, &work_api, &c2s] {
+        catch_all(server).await;
+    }
     let mut settings = test_settings(&db, &diretrix, &work_api, &c2s);
     customize(&mut settings);
     start(settings, db, diretrix, work_api, c2s).await
+}
+
+/// Answers every request that no mock of the test matched with a 500, and fails the test if
+/// one arrived. Without it wiremock answers 404, which both providers read as "nobody": a
+/// call with a wrong path, encoding or credential would pass as a remembered not-found.
+/// Checked by `verify_mocks` and, at the latest, when the last handle on the server is
+/// dropped (wiremock verifies in `MockServer`'s `Drop`, so a mismatch panics the test).
+async fn catch_all(server: &MockServer) {
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(500))
+        .with_priority(u8::MAX)
+        .named("catch-all: a request no mock of this test expects")
+        .expect(0)
+        .mount(server)
+        .await;
 }
 
 async fn start(

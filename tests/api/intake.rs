@@ -1,5 +1,6 @@
 //! Intake: authentication before parsing, shapes, limits, duplicates, and durability.
 
+use futures::StreamExt;
 use serde_json::json;
 
 use crate::both_backends;
@@ -53,6 +54,36 @@ async fn a_request_without_the_secret_is_rejected_before_its_body_is_read() {
         assert_eq!(response.status(), 401, "{case}");
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"], "unauthorized", "{case}");
+    }
+
+    // A body that never ends: only a server that answers without reading it can answer at
+    // all. The deadline is for a broken build; a correct one answers at once.
+    let endless = || {
+        let start = futures::stream::once(async {
+            Ok::<_, std::io::Error>(br#"{"id": "L1", "attributes": {"pad": ""#.to_vec())
+        });
+        reqwest::Body::wrap_stream(start.chain(futures::stream::pending()))
+    };
+    let cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        ("no token", app.http.post(&url)),
+        (
+            "wrong header token",
+            app.http.post(&url).header("X-Webhook-Token", "nope"),
+        ),
+        (
+            "wrong query token",
+            app.http.post(format!("{url}?token=nope")),
+        ),
+    ];
+    for (case, request) in cases {
+        let request = request
+            .header("content-type", "application/json")
+            .body(endless());
+        let response = tokio::time::timeout(std::time::Duration::from_secs(5), request.send())
+            .await
+            .unwrap_or_else(|_| panic!("{case}: no answer while the body was still arriving"))
+            .unwrap();
+        assert_eq!(response.status(), 401, "{case}");
     }
     assert!(inbox_is_empty(&app).await, "nothing may be stored");
 }

@@ -109,6 +109,8 @@ async fn mock_everything(app: &TestApp) {
         ),
         // 404: nobody.
         diretrix_email("joao.lima@example.org").respond_with(ResponseTemplate::new(404)),
+        diretrix_email("pedro.tempo@example.net").respond_with(ResponseTemplate::new(404)),
+        diretrix_email("rita.recusa@example.net").respond_with(ResponseTemplate::new(404)),
         // 5xx.
         diretrix_email("ana.cinco@example.net").respond_with(ResponseTemplate::new(500)),
         // Nobody, for the lead the CRM rejects.

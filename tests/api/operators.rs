@@ -3,7 +3,7 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use wiremock::matchers::method;
+use wiremock::matchers::{bearer_token, method, path, path_regex, query_param};
 use wiremock::{Mock, ResponseTemplate};
 
 use crate::both_backends;
@@ -168,7 +168,8 @@ async fn metrics_count_a_scripted_run_exactly() {
     for (name, value) in expected {
         assert_eq!(series(&text, name), Some(value), "{name} in:\n{text}");
     }
-    assert!(series(&text, "enricher_cache_entries").unwrap() >= 3.0);
+    // Maria's phone and CPF (reloaded from the database after the drop), the other phone's nobody.
+    assert_eq!(series(&text, "enricher_cache_entries"), Some(3.0));
     assert!(series(&text, "enricher_cache_weighted_bytes").unwrap() > 0.0);
     assert!(series(&text, "enricher_uptime_seconds").unwrap() > 0.0);
 
@@ -202,6 +203,15 @@ async fn admin_routes_are_absent_without_a_token_and_closed_without_the_right_on
     );
 
     let app = spawn_app_with(Backend::Sqlite, with_admin).await;
+    // Something for every route to act on: a delivered lead, a person in memory and in the
+    // database, a remembered nobody.
+    mock_phone_person(&app, 1).await;
+    mock_diretrix_phone(&app.diretrix, OTHER_PHONE, json!([]), 1).await;
+    mock_c2s_ok(&app.c2s, 2).await;
+    deliver(&app, "L-1", PHONE_NATIONAL).await;
+    deliver(&app, "L-2", OTHER_PHONE).await;
+    let before = observable(&app).await;
+
     let url = format!("{}/cache/stats", app.address);
     assert_eq!(app.http.get(&url).send().await.unwrap().status(), 401);
     let wrong = app
@@ -212,6 +222,34 @@ async fn admin_routes_are_absent_without_a_token_and_closed_without_the_right_on
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
+    for (method, path) in [
+        (Method::DELETE, "/cache"),
+        (
+            Method::DELETE,
+            "/cache/entries?phone=11987654321&negative=true",
+        ),
+        (Method::POST, "/cache/warm"),
+        (Method::GET, "/cache/lookup?phone=11987654321"),
+        (Method::GET, "/api/v1/events"),
+        (Method::POST, "/api/v1/events/replay?state=dead"),
+        (Method::POST, "/api/v1/events/1/replay"),
+        (Method::DELETE, &*format!("/api/v1/parties/{CPF}")),
+        (Method::POST, "/api/v1/leads/L-1/refresh"),
+    ] {
+        for token in [None, Some("not-the-token")] {
+            let mut request = app
+                .http
+                .request(method.clone(), format!("{}{path}", app.address));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 401, "{method} {path} with {token:?}");
+        }
+    }
+    // Nothing moved: not the store, not memory, not a counter, and no provider was called
+    // (the mocks' expectations are checked when the app is dropped).
+    assert_eq!(observable(&app).await, before);
     assert_eq!(
         app.admin(Method::GET, "/cache/stats")
             .send()
@@ -220,21 +258,48 @@ async fn admin_routes_are_absent_without_a_token_and_closed_without_the_right_on
             .status(),
         200
     );
-    for (method, path) in [
-        (Method::DELETE, "/cache"),
-        (Method::GET, "/api/v1/events"),
-        (Method::POST, "/api/v1/events/replay?state=dead"),
-        (Method::DELETE, &*format!("/api/v1/parties/{CPF}")),
-        (Method::POST, "/api/v1/leads/L-1/refresh"),
-    ] {
-        let response = app
-            .http
-            .request(method.clone(), format!("{}{path}", app.address))
-            .send()
+}
+
+/// Everything an admin route could change: stored rows, events, memory and the counters.
+async fn observable(app: &TestApp) -> (String, String, String, String) {
+    let counts = app.store().party_counts().await.unwrap();
+    let events = serde_json::to_string(&app.store().events(None, 100).await.unwrap()).unwrap();
+    let memory = format!(
+        "{:?} {:?} {:?}",
+        app.state.resolver.cache_usage().await,
+        app.state.resolver.peek_contact(&phone_key()).await,
+        app.state
+            .resolver
+            .peek_person(&enricher::domain::Cpf::parse(CPF).unwrap())
             .await
-            .unwrap();
-        assert_eq!(response.status(), 401, "{method} {path}");
-    }
+    );
+    // The exposition's order is not stable from one scrape to the next.
+    let mut counters: Vec<String> = app
+        .scrape()
+        .await
+        .lines()
+        .filter(|l| {
+            [
+                "enricher_lookups_total",
+                "enricher_provider_",
+                "enricher_events_total",
+                "enricher_deliveries_total",
+                "enricher_negative_entries",
+                "enricher_cache_",
+                "enricher_inbox_events",
+            ]
+            .iter()
+            .any(|prefix| l.starts_with(prefix))
+        })
+        .map(str::to_owned)
+        .collect();
+    assert!(!counters.is_empty());
+    counters.sort();
+    (format!("{counts:?}"), events, memory, counters.join("\n"))
+}
+
+fn phone_key() -> enricher::domain::ContactKey {
+    enricher::domain::ContactKey::Phone(enricher::domain::Phone::parse(PHONE_NATIONAL).unwrap())
 }
 
 both_backends!(
@@ -408,8 +473,13 @@ both_backends!(
     dead_events_are_listed_with_reasons_and_replayed_without_paying_again,
     |backend| async move {
         let app = spawn_app_with(backend, with_admin).await;
+        // Two leads whose messages differ (a person found, nobody found), so a replay that
+        // posted the wrong text, or one rendered anew, would show.
         mock_phone_person(&app, 1).await;
+        mock_diretrix_phone(&app.diretrix, OTHER_PHONE, json!([]), 1).await;
         Mock::given(method("POST"))
+            .and(path_regex(r"^/integration/leads/[^/]+/create_message$"))
+            .and(bearer_token(C2S_TOKEN))
             .respond_with(ResponseTemplate::new(422))
             .up_to_n_times(2)
             .with_priority(1)
@@ -418,7 +488,7 @@ both_backends!(
             .await;
         mock_c2s_ok(&app.c2s, 2).await;
         let first = app.post_c2s_ok(&lead("L-1", PHONE_NATIONAL)).await[0];
-        let second = app.post_c2s_ok(&lead("L-2", PHONE_NATIONAL)).await[0];
+        let second = app.post_c2s_ok(&lead("L-2", OTHER_PHONE)).await[0];
         for id in [first, second] {
             assert_eq!(app.wait_final(id).await.state, "dead");
         }
@@ -503,9 +573,24 @@ both_backends!(
             4,
             "two rejected, two delivered after replay"
         );
+        let texts = |lead: &str| -> Vec<String> {
+            messages
+                .iter()
+                .filter(|(l, _)| l == lead)
+                .map(|(_, body)| body.clone())
+                .collect()
+        };
+        let (l1, l2) = (texts("L-1"), texts("L-2"));
+        assert_eq!((l1.len(), l2.len()), (2, 2), "{messages:?}");
+        assert!(l1[0].contains("CPF: 526.018.159-06"), "{}", l1[0]);
+        assert!(l2[0].contains("nenhum dado encontrado"), "{}", l2[0]);
         assert_eq!(
-            messages[0].1, messages[2].1,
-            "the replay posts the message rendered the first time"
+            l1[1], l1[0],
+            "L-1's replay posts the message rendered for L-1 the first time"
+        );
+        assert_eq!(
+            l2[1], l2[0],
+            "L-2's replay posts the message rendered for L-2 the first time"
         );
         app.verify_mocks().await;
     }
@@ -530,7 +615,10 @@ both_backends!(
         assert_eq!(erased["found"], true);
         assert_eq!(erased["enrichments"], 1);
         assert_eq!(erased["lead_links"], 1);
-        assert!(erased["memory_entries"].as_u64().unwrap() >= 2, "{erased}");
+        assert_eq!(
+            erased["memory_entries"], 2,
+            "the phone's answer and the person: {erased}"
+        );
         let counts = app.store().party_counts().await.unwrap();
         assert_eq!(
             (
@@ -579,7 +667,27 @@ both_backends!(
     a_forced_refresh_bypasses_every_tier_and_posts_a_fresh_message,
     |backend| async move {
         let app = spawn_app_with(backend, with_admin).await;
-        mock_phone_person(&app, 2).await;
+        mock_diretrix_phone(
+            &app.diretrix,
+            PHONE_NATIONAL,
+            fixture("diretrix_found.json"),
+            2,
+        )
+        .await;
+        // The Work API's second answer differs: the refreshed message must say what it says.
+        Mock::given(method("GET"))
+            .and(path("/api"))
+            .and(query_param("token", WORK_TOKEN))
+            .and(query_param("consulta", CPF))
+            .respond_with(ResponseTemplate::new(200).set_body_json(fixture("work_api_person.json")))
+            .up_to_n_times(1)
+            .with_priority(1)
+            .expect(1)
+            .mount(&app.work_api)
+            .await;
+        let mut richer = fixture("work_api_person.json");
+        richer["DadosEconomicos"]["renda"] = json!("9100,00");
+        mock_work(&app.work_api, CPF, richer, 1).await;
         mock_c2s_ok(&app.c2s, 2).await;
         deliver(&app, "L-1", PHONE_NATIONAL).await;
 
@@ -597,6 +705,15 @@ both_backends!(
             Some("delivered")
         );
         assert_eq!(app.store().party_counts().await.unwrap().enrichments, 2);
+        let messages = app.c2s_messages().await;
+        assert_eq!(messages.len(), 2);
+        assert!(messages[0].1.contains("R$ 8.500,50"), "{}", messages[0].1);
+        assert_eq!(messages[1].0, "L-1");
+        assert!(
+            messages[1].1.contains("R$ 9.100,00") && !messages[1].1.contains("8.500,50"),
+            "the refresh posts what was bought again:\n{}",
+            messages[1].1
+        );
         assert_eq!(
             app.admin(Method::POST, "/api/v1/leads/unknown/refresh")
                 .send()

@@ -1,7 +1,8 @@
 //! The pipeline end to end: tiers, single flight, negative answers, actions, ordering.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use serde_json::json;
 use wiremock::matchers::{basic_auth, bearer_token, method, path, path_regex, query_param};
@@ -169,65 +170,120 @@ both_backends!(
     }
 );
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_events_for_one_new_contact_pay_each_provider_exactly_once() {
-    const N: usize = 25;
-    let app = spawn_app_with(Backend::Postgres, |s| s.workers.concurrency = 32).await;
-    // Slow providers widen the window in which the events overlap.
-    Mock::given(method("GET"))
-        .and(path(format!("/Consultas/Pessoa/Telefone/{PHONE_NATIONAL}")))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(fixture("diretrix_found.json"))
-                .set_delay(Duration::from_millis(400)),
-        )
-        .expect(1)
-        .mount(&app.diretrix)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api"))
-        .and(query_param("consulta", CPF))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(fixture("work_api_person.json"))
-                .set_delay(Duration::from_millis(400)),
-        )
-        .expect(1)
-        .mount(&app.work_api)
-        .await;
-    mock_c2s_ok(&app.c2s, N as u64).await;
-
-    let posts = (0..N).map(|i| {
-        let event = c2s_event(
-            &format!("burst-{i}"),
-            "on_create_lead",
-            "2026-11-20T10:00:00Z",
-            Some("(11) 98765-4321"),
-            None,
-        );
-        let app = &app;
-        async move { app.post_c2s_ok(&event).await }
-    });
-    let ids: Vec<i64> = futures::future::join_all(posts)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    assert_eq!(ids.len(), N);
-    for id in ids {
-        assert_eq!(
-            app.wait_final(id).await.outcome.as_deref(),
-            Some("delivered")
-        );
-    }
-    // The waiters of the one load count as memory hits: 1 call, N - 1 avoided.
-    let stats = app
-        .state
-        .metrics
-        .tier_counts(enricher::metrics::LookupKind::Contact);
-    assert_eq!((stats.provider_call, stats.memory_hit), (1, N as u64 - 1));
-    app.verify_mocks().await;
+/// Holds its answer until the test releases it, so the test can see who waits on it; counts
+/// the requests that arrived. Blocking wiremock's server thread is the point: nothing is
+/// answered until released, whatever the timing (or after 10 s, with a 500 that fails the test).
+struct Held {
+    answer: ResponseTemplate,
+    arrived: Arc<AtomicUsize>,
+    released: Arc<(Mutex<bool>, Condvar)>,
 }
+
+impl Held {
+    fn release(released: &(Mutex<bool>, Condvar)) {
+        *released.0.lock().unwrap() = true;
+        released.1.notify_all();
+    }
+}
+
+impl Respond for Held {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        let (lock, condvar) = &*self.released;
+        let (released, _) = condvar
+            .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(10), |r| !*r)
+            .unwrap();
+        if *released {
+            self.answer.clone()
+        } else {
+            ResponseTemplate::new(500)
+        }
+    }
+}
+
+both_backends!(
+    concurrent_events_for_one_new_contact_pay_each_provider_exactly_once,
+    |backend| async move {
+        const N: usize = 25;
+        let app = spawn_app_with(backend, |s| s.workers.concurrency = 32).await;
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let released = Arc::new((Mutex::new(false), Condvar::new()));
+        Mock::given(method("GET"))
+            .and(path(format!("/Consultas/Pessoa/Telefone/{PHONE_NATIONAL}")))
+            .and(basic_auth(DIRETRIX_USER, DIRETRIX_PASSWORD))
+            .respond_with(Held {
+                answer: ResponseTemplate::new(200).set_body_json(fixture("diretrix_found.json")),
+                arrived: arrived.clone(),
+                released: released.clone(),
+            })
+            .expect(1)
+            .mount(&app.diretrix)
+            .await;
+        mock_work(&app.work_api, CPF, fixture("work_api_person.json"), 1).await;
+        mock_c2s_ok(&app.c2s, N as u64).await;
+
+        let posts = (0..N).map(|i| {
+            let event = c2s_event(
+                &format!("burst-{i}"),
+                "on_create_lead",
+                "2026-11-20T10:00:00Z",
+                Some("(11) 98765-4321"),
+                None,
+            );
+            let app = &app;
+            async move { app.post_c2s_ok(&event).await }
+        });
+        let ids: Vec<i64> = futures::future::join_all(posts)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(ids.len(), N);
+        // Diretrix holds its answer until all N events are being processed at once: they
+        // overlap by construction, and whoever asks after the answer finds it in memory.
+        let store = app.store().clone();
+        wait_for(
+            "every event in flight while Diretrix holds its answer",
+            Duration::from_secs(10),
+            || {
+                let store = store.clone();
+                let arrived = arrived.clone();
+                async move {
+                    let counts = store.event_counts().await.ok()?;
+                    let processing = counts
+                        .iter()
+                        .find(|(state, _)| state == "processing")
+                        .map_or(0, |(_, n)| *n);
+                    (processing == N as i64 && arrived.load(Ordering::SeqCst) >= 1).then_some(())
+                }
+            },
+        )
+        .await;
+        Held::release(&released);
+        for id in ids {
+            assert_eq!(
+                app.wait_final(id).await.outcome.as_deref(),
+                Some("delivered")
+            );
+        }
+        assert_eq!(arrived.load(Ordering::SeqCst), 1);
+        // The events that waited on the one load count as memory hits: 1 call, N - 1 avoided.
+        for kind in [
+            enricher::metrics::LookupKind::Contact,
+            enricher::metrics::LookupKind::Cpf,
+        ] {
+            let stats = app.state.metrics.tier_counts(kind);
+            assert_eq!(
+                (stats.provider_call, stats.memory_hit),
+                (1, N as u64 - 1),
+                "{kind:?}"
+            );
+        }
+        let counts = app.store().party_counts().await.unwrap();
+        assert_eq!((counts.parties, counts.enrichments), (1, 1));
+        app.verify_mocks().await;
+    }
+);
 
 both_backends!(
     a_work_api_not_found_is_remembered_and_never_stored_as_a_person,
@@ -387,35 +443,32 @@ both_backends!(
     }
 );
 
-/// Records when each request arrived, then answers after a delay.
-struct Timed {
-    arrivals: Arc<Mutex<Vec<(Instant, String)>>>,
-}
-
-impl Respond for Timed {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
-        self.arrivals.lock().unwrap().push((
-            Instant::now(),
-            body["body"].as_str().unwrap_or("").to_owned(),
-        ));
-        ResponseTemplate::new(201).set_delay(Duration::from_millis(300))
-    }
-}
-
 both_backends!(
     one_leads_events_are_processed_in_order_and_never_at_once,
     |backend| async move {
         let app = spawn_app(backend).await;
         let phones = ["11987650001", "11987650002", "11987650003"];
-        for p in phones {
-            mock_diretrix_phone(&app.diretrix, p, json!([]), 1).await;
-        }
-        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        // Every call an event makes, to Diretrix and to the CRM, looks at the inbox as it
+        // arrives: exactly one event of the lead may be processing, the older ones done.
+        let (lookups, looked_up) =
+            Observing::new(&app.db, ResponseTemplate::new(200).set_body_json(json!([])));
+        Mock::given(method("GET"))
+            .and(path_regex(r"^/Consultas/Pessoa/Telefone/1198765000[123]$"))
+            .and(basic_auth(DIRETRIX_USER, DIRETRIX_PASSWORD))
+            .respond_with(lookups)
+            .expect(3)
+            .mount(&app.diretrix)
+            .await;
+        // A slow CRM keeps each event processing a while: a second event of the lead
+        // claimed meanwhile would show at its own Diretrix call.
+        let (posts, posted) = Observing::new(
+            &app.db,
+            ResponseTemplate::new(201).set_delay(Duration::from_millis(300)),
+        );
         Mock::given(method("POST"))
-            .respond_with(Timed {
-                arrivals: arrivals.clone(),
-            })
+            .and(path("/integration/leads/L-1/create_message"))
+            .and(bearer_token(C2S_TOKEN))
+            .respond_with(posts)
             .expect(3)
             .mount(&app.c2s)
             .await;
@@ -451,23 +504,34 @@ both_backends!(
                 Some("delivered")
             );
         }
-        let arrivals = arrivals.lock().unwrap().clone();
-        let order: Vec<usize> = arrivals
-            .iter()
-            .map(|(_, body)| {
-                phones
-                    .iter()
-                    .position(|p| body.contains(&format!("{}-{}", &p[2..7], &p[7..])))
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(order, [0, 1, 2], "processed in updated_at order");
-        for pair in arrivals.windows(2) {
-            let gap = pair[1].0 - pair[0].0;
+        let expected_states = [
+            ["processing", "pending", "pending"],
+            ["done", "processing", "pending"],
+            ["done", "done", "processing"],
+        ];
+        let looked_up = looked_up.lock().unwrap().clone();
+        assert_eq!(looked_up.len(), 3);
+        for (k, (request, snapshot)) in looked_up.iter().enumerate() {
             assert!(
-                gap >= Duration::from_millis(290),
-                "overlapping deliveries for one lead: {gap:?}"
+                request.url.path().ends_with(phones[k]),
+                "looked up in updated_at order"
             );
+            assert_eq!(snapshot.states(), expected_states[k], "at lookup {k}");
+        }
+        let posted = posted.lock().unwrap().clone();
+        assert_eq!(posted.len(), 3);
+        for (k, (request, snapshot)) in posted.iter().enumerate() {
+            let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+            let phone = phones[k];
+            assert!(
+                body["body"].as_str().unwrap().contains(&format!(
+                    "{}-{}",
+                    &phone[2..7],
+                    &phone[7..]
+                )),
+                "posted in updated_at order"
+            );
+            assert_eq!(snapshot.states(), expected_states[k], "at post {k}");
         }
         app.verify_mocks().await;
     }
@@ -531,12 +595,190 @@ async fn with_nothing_configured_the_sandbox_answers_and_keeps_the_message() {
         },
     )
     .await;
-    assert!(
-        body.contains("ENRIQUECIMENTO")
-            || body.contains("Encontrado")
-            || body.contains("nenhum dado"),
-        "{body}"
-    );
+    // The sandbox derives every answer from the contact, so its message is known exactly.
+    let expected = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/sandbox_message.txt",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    assert_eq!(body, expected.trim_end());
     token.cancel();
     running.await.unwrap().unwrap();
 }
+
+both_backends!(
+    everything_bought_and_the_rendered_message_are_committed_before_the_crm_sees_the_post,
+    |backend| async move {
+        let app = spawn_app(backend).await;
+        mock_maria(&app).await;
+        let (observing, posted) = Observing::new(&app.db, ResponseTemplate::new(201));
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/integration/leads/[^/]+/create_message$"))
+            .and(bearer_token(C2S_TOKEN))
+            .respond_with(observing)
+            .expect(1)
+            .mount(&app.c2s)
+            .await;
+
+        let id = app.post_c2s_ok(&fixture("c2s_webhook_create.json")).await[0];
+        assert_eq!(
+            app.wait_final(id).await.outcome.as_deref(),
+            Some("delivered")
+        );
+        let posted = posted.lock().unwrap().clone();
+        let [(request, at_post)] = posted.as_slice() else {
+            panic!("one POST expected, got {}", posted.len());
+        };
+        // Everything the lead will ever cause to be stored was there when the CRM was called.
+        let at = &at_post.counts;
+        assert_eq!(
+            (at.parties, at.enrichments, at.lead_links),
+            (1, 1, 2),
+            "bought, stored and linked before the POST"
+        );
+        let after = app.store().party_counts().await.unwrap();
+        assert_eq!(*at, after, "nothing stored after the POST");
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(
+            at_post.rendered[&id],
+            (Some(body["body"].as_str().unwrap().to_owned()), true),
+            "the rendered message and the sending mark were committed before the POST"
+        );
+        app.verify_mocks().await;
+    }
+);
+
+both_backends!(
+    a_failed_lookup_of_another_contact_keeps_what_was_bought_and_the_retry_buys_nothing_twice,
+    |backend| async move {
+        // A backoff long enough for the retry to fall to the next instance, whose memory is
+        // empty: what was bought must come from the database.
+        let mut app = spawn_app_with(backend, |s| {
+            s.delivery.base_delay_ms = 1000;
+            s.delivery.max_delay_secs = 2;
+        })
+        .await;
+        mock_phone_person(&app, 1).await;
+        Mock::given(method("GET"))
+            .and(path(format!("/Consultas/Pessoa/Email/{EMAIL}")))
+            .and(basic_auth(DIRETRIX_USER, DIRETRIX_PASSWORD))
+            .respond_with(ResponseTemplate::new(500))
+            .up_to_n_times(1)
+            .with_priority(1)
+            .expect(1)
+            .mount(&app.diretrix)
+            .await;
+        mock_diretrix_email(&app.diretrix, EMAIL, fixture("diretrix_found.json"), 1).await;
+        mock_c2s_ok(&app.c2s, 1).await;
+
+        let lead = c2s_event(
+            "L-1",
+            "on_create_lead",
+            "2026-11-20T10:00:00Z",
+            Some(PHONE_NATIONAL),
+            Some(EMAIL),
+        );
+        let id = app.post_c2s_ok(&lead).await[0];
+        let store = app.store().clone();
+        wait_for("the first attempt to fail", Duration::from_secs(10), || {
+            let store = store.clone();
+            async move {
+                store
+                    .event(id)
+                    .await
+                    .ok()?
+                    .filter(|e| e.attempts == 1 && e.state == "pending")
+            }
+        })
+        .await;
+        app.stop().await;
+        let event = store.event(id).await.unwrap().unwrap();
+        assert_eq!((event.state.as_str(), event.attempts), ("pending", 1));
+        assert!(
+            event.last_error.as_deref().unwrap().contains("diretrix"),
+            "{:?}",
+            event.last_error
+        );
+        let phone = enricher::domain::ContactKey::Phone(
+            enricher::domain::Phone::parse(PHONE_NATIONAL).unwrap(),
+        );
+        assert_eq!(
+            store.find_contact(&phone).await.unwrap(),
+            Some(enricher::store::Lookup::Found(
+                enricher::domain::Cpf::parse(CPF).unwrap()
+            )),
+            "the phone's answer was stored when it was bought"
+        );
+        let counts = store.party_counts().await.unwrap();
+        assert_eq!((counts.parties, counts.enrichments), (1, 1));
+        assert!(app.c2s_messages().await.is_empty());
+
+        let app = app.restart().await;
+        let event = app.wait_final(id).await;
+        assert_eq!(
+            (event.outcome.as_deref(), event.attempts),
+            (Some("delivered"), 1)
+        );
+        let body = &app.c2s_messages().await[0].1;
+        assert!(body.contains("Telefone e e-mail da mesma pessoa"), "{body}");
+        assert_eq!(app.store().party_counts().await.unwrap().enrichments, 1);
+        app.verify_mocks().await;
+    }
+);
+
+both_backends!(
+    a_message_that_fails_to_render_dead_letters_the_event_and_keeps_what_was_bought,
+    |backend| async move {
+        // The built-in template plus a line that fails for one lead name only: it passes the
+        // startup check on sample data and fails on this lead.
+        let dir = tempfile::tempdir().unwrap();
+        let template = dir.path().join("message.txt.j2");
+        let mut source = std::fs::read_to_string("config/templates/message.txt.j2").unwrap();
+        source.push_str(
+            "{% if lead_name and \"Quebra\" in lead_name %}{{ no_such_variable }}{% endif %}\n",
+        );
+        std::fs::write(&template, source).unwrap();
+        let app = spawn_app_with(backend, |s| {
+            s.message.template_path = Some(template.display().to_string());
+        })
+        .await;
+        mock_phone_person(&app, 1).await;
+        mock_c2s_ok(&app.c2s, 1).await;
+
+        let mut breaking = c2s_event(
+            "L-1",
+            "on_create_lead",
+            "2026-11-20T10:00:00Z",
+            Some(PHONE_NATIONAL),
+            None,
+        );
+        breaking["attributes"]["customer"]["name"] = json!("Quebra Template");
+        let id = app.post_c2s_ok(&breaking).await[0];
+        let event = app.wait_final(id).await;
+        assert_eq!((event.state.as_str(), event.attempts), ("dead", 1));
+        let reason = event.last_error.unwrap();
+        assert!(reason.starts_with("message: "), "{reason}");
+        let counts = app.store().party_counts().await.unwrap();
+        assert_eq!(
+            (counts.parties, counts.enrichments, counts.lead_links),
+            (1, 1, 0),
+            "bought and stored, but the lead was never linked: nothing was rendered"
+        );
+
+        // Another lead of the same person renders and is posted without buying again.
+        let id = app
+            .post_c2s_ok(&c2s_event(
+                "L-2",
+                "on_create_lead",
+                "2026-11-20T10:00:00Z",
+                Some(PHONE_NATIONAL),
+                None,
+            ))
+            .await[0];
+        assert_eq!(
+            app.wait_final(id).await.outcome.as_deref(),
+            Some("delivered")
+        );
+        app.verify_mocks().await;
+    }
+);

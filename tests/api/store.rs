@@ -461,28 +461,41 @@ both_backends!(
     |backend| async move {
         let db = TestDb::new(backend).await;
         let store = db.store().await;
-        let id = insert(&store, new_event("lead-a", T1)).await;
-        let next_of_lead = insert(&store, new_event("lead-a", T2)).await;
-        let event = claim_only(&store, id, LONG_LEASE).await;
-        let at = now() + Duration::from_millis(300);
+        let waiting = insert(&store, new_event("lead-a", T1)).await;
+        let next_of_waiting = insert(&store, new_event("lead-a", T2)).await;
+        let due = insert(&store, new_event("lead-b", T1)).await;
+        let next_of_due = insert(&store, new_event("lead-b", T2)).await;
+        let claimed = claim(&store, LONG_LEASE).await;
+        assert_eq!(ids(&claimed), vec![waiting, due]);
 
-        let retry = Finish::Retry {
-            at,
-            error: "crm timeout".to_owned(),
-        };
-        assert!(store.finish(&event, retry).await.unwrap());
+        // Retry times an hour ahead and a second behind on the database's own clock: no
+        // machine load or clock skew can move one across the other.
+        let clock = db.now().await;
+        for event in &claimed {
+            let at = if event.id == waiting {
+                clock + Duration::from_secs(3600)
+            } else {
+                clock - Duration::from_secs(1)
+            };
+            let retry = Finish::Retry {
+                at,
+                error: "crm timeout".to_owned(),
+            };
+            assert!(store.finish(event, retry).await.unwrap());
+        }
 
-        assert!(
-            claim(&store, LONG_LEASE).await.is_empty(),
-            "neither the retried event nor a later one of its lead is due yet"
-        );
-        let again = claim_when_due(&store, id, LONG_LEASE).await;
-        assert!(now() >= at, "claimed again before its retry time");
+        // Neither the waiting event nor a later one of its lead: only the due one.
+        let again = claim_only(&store, due, LONG_LEASE).await;
         assert_eq!(again.attempts, 1);
-        assert_ne!(again.claim, event.claim);
+        let first = claimed.iter().find(|e| e.id == due).unwrap();
+        assert_ne!(again.claim, first.claim);
         assert!(claim(&store, LONG_LEASE).await.is_empty());
         assert!(store.finish(&again, done("delivered")).await.unwrap());
-        claim_only(&store, next_of_lead, LONG_LEASE).await;
+        claim_only(&store, next_of_due, LONG_LEASE).await;
+        assert!(claim(&store, LONG_LEASE).await.is_empty());
+        let still = record(&store, waiting).await;
+        assert_eq!((still.state.as_str(), still.attempts), ("pending", 1));
+        assert_eq!(record(&store, next_of_waiting).await.state, "pending");
     }
 );
 
@@ -580,7 +593,7 @@ both_backends!(
         let event = claim_only(&store, id, LONG_LEASE).await;
 
         let retry = Finish::Retry {
-            at: now() - Duration::from_secs(1),
+            at: db.now().await - Duration::from_secs(1),
             error: "crm answered 503".to_owned(),
         };
         assert!(store.finish(&event, retry).await.unwrap());
@@ -597,7 +610,7 @@ both_backends!(
         let again = claim_only(&store, id, LONG_LEASE).await;
         assert_eq!(again.attempts, 1);
         let retry = Finish::Retry {
-            at: now() - Duration::from_secs(1),
+            at: db.now().await - Duration::from_secs(1),
             error: "crm timed out".to_owned(),
         };
         assert!(store.finish(&again, retry).await.unwrap());
@@ -963,10 +976,16 @@ both_backends!(
     |backend| async move {
         let db = TestDb::new(backend).await;
         let store = db.store().await;
-        let until = now() + Duration::from_millis(300);
+        // Expiries an hour either side of the database's own clock: the answer cannot depend
+        // on how long the test took or on skew between the test's clock and the database's.
+        let clock = db.now().await;
 
         store
-            .record_contact(&email_key(), &Lookup::NotFound, until)
+            .record_contact(
+                &email_key(),
+                &Lookup::NotFound,
+                clock + Duration::from_secs(3600),
+            )
             .await
             .unwrap();
 
@@ -978,16 +997,22 @@ both_backends!(
         let counts = store.party_counts().await.unwrap();
         assert_eq!(counts.negatives, 1);
         assert_eq!((counts.parties, counts.contacts), (0, 0));
-        wait_for("the negative to expire", PATIENCE, || {
-            let store = store.clone();
-            async move {
-                let found = store.find_contact(&email_key()).await.unwrap();
-                assert!(matches!(found, None | Some(Lookup::NotFound)));
-                found.is_none().then_some(())
-            }
-        })
-        .await;
-        assert!(now() >= until, "expired early");
+
+        // The same answer, remembered until an instant already past: no longer an answer.
+        store
+            .record_contact(
+                &email_key(),
+                &Lookup::NotFound,
+                clock - Duration::from_secs(3600),
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.find_contact(&email_key()).await.unwrap(), None);
+        assert_eq!(
+            store.count_negatives().await.unwrap(),
+            0,
+            "no live negative"
+        );
     }
 );
 
@@ -1001,7 +1026,7 @@ both_backends!(
             .record_contact(
                 &phone_key(),
                 &Lookup::NotFound,
-                now() - Duration::from_secs(1),
+                db.now().await - Duration::from_secs(1),
             )
             .await
             .unwrap();
@@ -1033,7 +1058,11 @@ both_backends!(
             store.find_contact(&phone_key()).await.unwrap(),
             Some(Lookup::Found(maria_cpf()))
         );
-        assert_eq!(store.party_counts().await.unwrap().negatives, 0);
+        assert_eq!(
+            store.count_negatives().await.unwrap(),
+            0,
+            "no live negative"
+        );
     }
 );
 
@@ -1061,7 +1090,7 @@ both_backends!(
         let fresh_since = now() - Duration::from_secs(3600);
         let stored = found_person(store.find_person(&cpf, fresh_since).await.unwrap());
         assert!(stored.person == person, "the stored person differs");
-        let age = now() - stored.fetched_at;
+        let age = db.now().await - stored.fetched_at;
         assert!(
             age.abs() < time::Duration::seconds(10),
             "fetched_at {} is not close to now",
@@ -1143,10 +1172,16 @@ both_backends!(
         let db = TestDb::new(backend).await;
         let store = db.store().await;
         let cpf = maria_cpf();
-        let until = now() + Duration::from_millis(300);
+        // As for contacts: expiries an hour either side of the database's own clock.
+        let clock = db.now().await;
 
         store
-            .record_person(&cpf, &Lookup::NotFound, "work_api", until)
+            .record_person(
+                &cpf,
+                &Lookup::NotFound,
+                "work_api",
+                clock + Duration::from_secs(3600),
+            )
             .await
             .unwrap();
 
@@ -1154,24 +1189,27 @@ both_backends!(
         assert_eq!(counts.enrichments, 0);
         assert_eq!(counts.parties, 0);
         assert_eq!(counts.negatives, 1);
-        let since = now() - Duration::from_secs(3600);
+        let since = clock - Duration::from_secs(3600);
         assert!(matches!(
             store.find_person(&cpf, since).await.unwrap(),
             Some(Lookup::NotFound)
         ));
-        wait_for("the negative to expire", PATIENCE, || {
-            let store = store.clone();
-            let cpf = cpf.clone();
-            async move {
-                match store.find_person(&cpf, since).await.unwrap() {
-                    None => Some(()),
-                    Some(Lookup::NotFound) => None,
-                    Some(Lookup::Found(_)) => panic!("a not-found turned into a person"),
-                }
-            }
-        })
-        .await;
-        assert!(now() >= until, "expired early");
+
+        store
+            .record_person(
+                &cpf,
+                &Lookup::NotFound,
+                "work_api",
+                clock - Duration::from_secs(3600),
+            )
+            .await
+            .unwrap();
+        assert!(store.find_person(&cpf, since).await.unwrap().is_none());
+        assert_eq!(
+            store.count_negatives().await.unwrap(),
+            0,
+            "no live negative"
+        );
     }
 );
 
@@ -1196,7 +1234,10 @@ both_backends!(
             Some(Lookup::NotFound)
         );
         assert!(matches!(
-            store.find_person(&maria_cpf(), now()).await.unwrap(),
+            store
+                .find_person(&maria_cpf(), db.now().await)
+                .await
+                .unwrap(),
             Some(Lookup::NotFound)
         ));
     }
@@ -1261,7 +1302,11 @@ both_backends!(
         let since = now() - Duration::from_secs(3600);
         let stored = found_person(store.find_person(&cpf, since).await.unwrap());
         assert!(stored.person == person);
-        assert_eq!(store.party_counts().await.unwrap().negatives, 0);
+        assert_eq!(
+            store.count_negatives().await.unwrap(),
+            0,
+            "no live negative"
+        );
     }
 );
 
@@ -1300,7 +1345,7 @@ both_backends!(
         let id = insert(&store, new_event("lead-a", T1)).await;
         let event = claim_only(&store, id, LONG_LEASE).await;
         let retry = Finish::Retry {
-            at: now() - Duration::from_secs(1),
+            at: db.now().await - Duration::from_secs(1),
             error: "crm answered 503".to_owned(),
         };
         assert!(store.finish(&event, retry).await.unwrap());
@@ -1615,7 +1660,7 @@ both_backends!(
             audit[0].counts,
             json!({"parties": 1, "contacts": 7, "enrichments": 1, "lead_links": 1, "negatives": 2, "events": 1})
         );
-        let age = now() - audit[0].at;
+        let age = db.now().await - audit[0].at;
         assert!(
             age.abs() < time::Duration::seconds(10),
             "audit time {}",
@@ -1757,7 +1802,7 @@ both_backends!(
                 .all(|w| w[0].fetched_at >= w[1].fetched_at),
             "newest first"
         );
-        let age = now() - people[0].fetched_at;
+        let age = db.now().await - people[0].fetched_at;
         assert!(age.abs() < time::Duration::seconds(10));
         // Only contacts a lookup answered; those the person data lists are not keys.
         assert_eq!(people[0].lookup_keys, vec![phone_key()]);
@@ -1893,7 +1938,7 @@ both_backends!(
             .record_contact(
                 &email_key(),
                 &Lookup::NotFound,
-                now() - Duration::from_secs(1),
+                db.now().await - Duration::from_secs(1),
             )
             .await
             .unwrap();
@@ -1904,7 +1949,11 @@ both_backends!(
 
         assert_eq!(store.forget_all_negatives().await.unwrap(), 3);
 
-        assert_eq!(store.party_counts().await.unwrap().negatives, 0);
+        assert_eq!(
+            store.count_negatives().await.unwrap(),
+            0,
+            "no live negative"
+        );
         assert_eq!(store.count_negatives().await.unwrap(), 0);
         assert_eq!(store.find_contact(&phone_key()).await.unwrap(), None);
         assert_eq!(store.forget_all_negatives().await.unwrap(), 0);
@@ -1929,7 +1978,7 @@ both_backends!(
             .record_contact(
                 &email_key(),
                 &Lookup::NotFound,
-                now() - Duration::from_secs(1),
+                db.now().await - Duration::from_secs(1),
             )
             .await
             .unwrap();
@@ -2020,7 +2069,7 @@ both_backends!(
         }
         // a3 stays pending: unfinished events are never pruned, and it is a's latest.
         let deleted = store
-            .prune_done(now() + Duration::from_secs(60))
+            .prune_done(db.now().await + Duration::from_secs(60))
             .await
             .unwrap();
         assert_eq!(deleted, 2, "a1 and a2");
@@ -2033,7 +2082,7 @@ both_backends!(
         );
         assert_eq!(
             store
-                .prune_done(now() - Duration::from_secs(60))
+                .prune_done(db.now().await - Duration::from_secs(60))
                 .await
                 .unwrap(),
             0,
