@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::http::server::{ConnectionLimits, serve};
 use crate::message::MessageRenderer;
 use crate::metrics::Metrics;
 use crate::providers::c2s::C2sClient;
@@ -102,11 +103,13 @@ impl Application {
             secret(&settings.diretrix.user),
             secret(&settings.diretrix.password),
             Duration::from_millis(settings.diretrix.timeout_ms),
+            settings.diretrix.max_answer_bytes,
         );
         let work_api = WorkApiClient::new(
             base(&settings.work_api.base_url, "work")?,
             secret(&settings.work_api.token),
             Duration::from_millis(settings.work_api.timeout_ms),
+            settings.work_api.max_answer_bytes,
         );
         let crm = C2sClient::new(
             base(&settings.c2s.base_url, "c2s")?,
@@ -210,21 +213,23 @@ impl Application {
         } = self;
         let workers = tokio::spawn(crate::worker::run(state.clone(), shutdown.child_token()));
         tokio::spawn(crate::worker::prune(state.clone(), shutdown.child_token()));
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(
+                state.settings.server.header_read_timeout_secs,
+            ),
+            grace: Duration::from_secs(state.settings.workers.drain_secs),
+        };
         let metrics_app = crate::operators::metrics_router(state.clone());
         let metrics_stop = shutdown.clone();
         tokio::spawn(async move {
-            let served = axum::serve(metrics_listener, metrics_app)
-                .with_graceful_shutdown(metrics_stop.cancelled_owned())
-                .await;
+            let served = serve(metrics_listener, metrics_app, limits, metrics_stop).await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "metrics listener stopped");
             }
         });
         tracing::info!(addr = %listener.local_addr()?, "listening");
         let app = crate::http::router(state);
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+        let served = serve(listener, app, limits, shutdown.clone()).await;
         // The server may stop on its own (an I/O error); workers must stop with it.
         shutdown.cancel();
         if let Err(e) = workers.await {

@@ -52,7 +52,7 @@ impl PgStore {
 }
 
 const EVENT_COLUMNS: &str = "id, source, lead_id, event_at, action, payload, attempts, \
-     contact_set, message, (send_started_at IS NOT NULL) AS send_started";
+     contact_set, message, (send_started_at IS NOT NULL) AS send_started, unknown_outcomes";
 
 fn claimed_from_row(row: &sqlx::postgres::PgRow, claim: Uuid) -> Result<ClaimedEvent, StoreError> {
     Ok(ClaimedEvent {
@@ -67,6 +67,7 @@ fn claimed_from_row(row: &sqlx::postgres::PgRow, claim: Uuid) -> Result<ClaimedE
         contact_set: row.try_get("contact_set")?,
         message: row.try_get("message")?,
         send_started: row.try_get("send_started")?,
+        unknown_outcomes: row.try_get("unknown_outcomes")?,
     })
 }
 
@@ -127,7 +128,8 @@ async fn insert_contact(
 /// `last_error`.
 const REPLAY: &str = "UPDATE webhook_inbox
     SET state = 'pending', attempts = 0, next_attempt_at = now(), claim_token = NULL,
-        lease_until = NULL, send_started_at = NULL, outcome = NULL, updated_at = now()
+        lease_until = NULL, send_started_at = NULL, unknown_outcomes = 0, outcome = NULL,
+        updated_at = now()
   WHERE state = 'dead'";
 
 fn person_from_data(data: Value) -> Result<Person, StoreError> {
@@ -278,6 +280,19 @@ impl Store for PgStore {
     async fn mark_sending(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {
         let n = sqlx::query(
             "UPDATE webhook_inbox SET send_started_at = now(), updated_at = now()
+             WHERE id = $1 AND claim_token = $2 AND state = 'processing'",
+        )
+        .bind(event.id)
+        .bind(event.claim)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn note_unknown_outcome(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE webhook_inbox SET unknown_outcomes = unknown_outcomes + 1
              WHERE id = $1 AND claim_token = $2 AND state = 'processing'",
         )
         .bind(event.id)

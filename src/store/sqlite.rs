@@ -97,7 +97,7 @@ impl SqliteStore {
 }
 
 const EVENT_COLUMNS: &str = "id, source, lead_id, event_at, action, payload, attempts, \
-     contact_set, message, (send_started_at IS NOT NULL) AS send_started";
+     contact_set, message, (send_started_at IS NOT NULL) AS send_started, unknown_outcomes";
 
 const RECORD_COLUMNS: &str = "id, source, lead_id, event_at, action, state, attempts, outcome, \
      last_error, (delivered_at IS NOT NULL) AS delivered";
@@ -119,6 +119,7 @@ fn claimed_from_row(
         contact_set: row.try_get("contact_set")?,
         message: row.try_get("message")?,
         send_started: row.try_get("send_started")?,
+        unknown_outcomes: row.try_get("unknown_outcomes")?,
     })
 }
 
@@ -217,7 +218,8 @@ async fn negative_exists(pool: &SqlitePool, kind: &str, value: &str) -> Result<b
 /// `contact_set` and `last_error`.
 const REPLAY: &str = "UPDATE webhook_inbox
     SET state = 'pending', attempts = 0, next_attempt_at = $1, claim_token = NULL,
-        lease_until = NULL, send_started_at = NULL, outcome = NULL, updated_at = $1
+        lease_until = NULL, send_started_at = NULL, unknown_outcomes = 0, outcome = NULL,
+        updated_at = $1
   WHERE state = 'dead'";
 
 /// Party ids per `IN (...)` list: well under SQLite's bound-parameter limit.
@@ -378,6 +380,19 @@ impl Store for SqliteStore {
         .bind(event.id)
         .bind(event.claim.to_string())
         .bind(at)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn note_unknown_outcome(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE webhook_inbox SET unknown_outcomes = unknown_outcomes + 1
+             WHERE id = $1 AND claim_token = $2 AND state = 'processing'",
+        )
+        .bind(event.id)
+        .bind(event.claim.to_string())
         .execute(&self.writer)
         .await?
         .rows_affected();
