@@ -67,13 +67,22 @@ pub async fn serve(
                     }
                 };
                 let service = TowerToHyperService::new(app.clone());
-                let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let connection = graceful.watch(connection);
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                let header_read_timeout = limits.header_read_timeout;
                 connections.spawn(async move {
+                    // The protocol sniffing before hyper's own header timer runs has no timer
+                    // of its own: a client that connects and sends nothing is dropped here.
+                    let mut first = [0u8; 1];
+                    let first_bytes = tokio::time::timeout(header_read_timeout, stream.peek(&mut first));
+                    if !matches!(first_bytes.await, Ok(Ok(1))) {
+                        return;
+                    }
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
                     // Errors here are the client's (reset, timeout, garbage): nothing to do.
-                    let _ = connection.await;
+                    let _ = watcher.watch(connection).await;
                 });
             }
         }

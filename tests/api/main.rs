@@ -3,7 +3,9 @@
 
 mod config;
 mod delivery;
+mod faults;
 mod helpers;
+mod hostile;
 mod intake;
 mod logs;
 mod operators;
