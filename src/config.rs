@@ -222,6 +222,15 @@ pub struct DiretrixSettings {
     pub price_per_call: f64,
     /// Largest answer body read; a bigger one is a permanent provider error.
     pub max_answer_bytes: usize,
+    /// Consecutive failed calls (timeouts, 429, 5xx, connection) that open the circuit
+    /// breaker; 0 turns it off.
+    pub breaker_failures: u32,
+    /// How long an open breaker turns calls away before one probe is let through.
+    pub breaker_open_secs: u64,
+    /// Calls in flight at once.
+    pub max_concurrent: usize,
+    /// Calls started per second (the provider's quota); 0 means no limit.
+    pub max_calls_per_sec: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -234,6 +243,15 @@ pub struct WorkApiSettings {
     pub price_per_call: f64,
     /// Largest answer body read; a bigger one is a permanent provider error.
     pub max_answer_bytes: usize,
+    /// Consecutive failed calls (timeouts, 429, 5xx, connection) that open the circuit
+    /// breaker; 0 turns it off.
+    pub breaker_failures: u32,
+    /// How long an open breaker turns calls away before one probe is let through.
+    pub breaker_open_secs: u64,
+    /// Calls in flight at once.
+    pub max_concurrent: usize,
+    /// Calls started per second (the provider's quota); 0 means no limit.
+    pub max_calls_per_sec: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -243,6 +261,15 @@ pub struct C2sSettings {
     #[serde(serialize_with = "serialize_redacted")]
     pub token: Option<SecretString>,
     pub timeout_ms: u64,
+    /// Consecutive failed calls (timeouts, 429, 5xx, connection) that open the circuit
+    /// breaker; 0 turns it off.
+    pub breaker_failures: u32,
+    /// How long an open breaker turns calls away before one probe is let through.
+    pub breaker_open_secs: u64,
+    /// Calls in flight at once.
+    pub max_concurrent: usize,
+    /// Calls started per second (the provider's quota); 0 means no limit.
+    pub max_calls_per_sec: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]

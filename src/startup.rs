@@ -21,6 +21,7 @@ use crate::message::MessageRenderer;
 use crate::metrics::Metrics;
 use crate::providers::c2s::C2sClient;
 use crate::providers::diretrix::DiretrixClient;
+use crate::providers::guard::{Guard, GuardSettings, Guarded};
 use crate::providers::sandbox::Sandbox;
 use crate::providers::work_api::WorkApiClient;
 use crate::resolution::{Resolver, Ttls};
@@ -98,6 +99,47 @@ impl Application {
                 .unwrap_or_else(|| SecretString::from("sandbox"))
         };
 
+        let guard = |provider: &'static str,
+                     failures: u32,
+                     open_secs: u64,
+                     max_concurrent: usize,
+                     max_calls_per_sec: f64| {
+            Arc::new(Guard::new(
+                provider,
+                GuardSettings {
+                    breaker_failures: failures,
+                    breaker_open: Duration::from_secs(open_secs),
+                    max_concurrent,
+                    max_calls_per_sec,
+                },
+            ))
+        };
+        let d = &settings.diretrix;
+        let w = &settings.work_api;
+        let c = &settings.c2s;
+        let guards = vec![
+            guard(
+                "diretrix",
+                d.breaker_failures,
+                d.breaker_open_secs,
+                d.max_concurrent,
+                d.max_calls_per_sec,
+            ),
+            guard(
+                "work_api",
+                w.breaker_failures,
+                w.breaker_open_secs,
+                w.max_concurrent,
+                w.max_calls_per_sec,
+            ),
+            guard(
+                "c2s",
+                c.breaker_failures,
+                c.breaker_open_secs,
+                c.max_concurrent,
+                c.max_calls_per_sec,
+            ),
+        ];
         let diretrix = DiretrixClient::new(
             base(&settings.diretrix.base_url, "diretrix")?,
             secret(&settings.diretrix.user),
@@ -122,8 +164,14 @@ impl Application {
         ));
         let resolver = Resolver::new(
             store.clone(),
-            Arc::new(diretrix),
-            Arc::new(work_api),
+            Arc::new(Guarded {
+                inner: diretrix,
+                guard: guards[0].clone(),
+            }),
+            Arc::new(Guarded {
+                inner: work_api,
+                guard: guards[1].clone(),
+            }),
             Ttls {
                 positive: settings.cache_ttl(),
                 negative: settings.negative_ttl(),
@@ -157,7 +205,11 @@ impl Application {
             settings: Arc::new(settings),
             store,
             resolver: Arc::new(resolver),
-            crm: Arc::new(crm),
+            crm: Arc::new(Guarded {
+                inner: crm,
+                guard: guards[2].clone(),
+            }),
+            guards: guards.into(),
             metrics,
             renderer: Arc::new(renderer),
             sandbox,

@@ -168,12 +168,25 @@ pub struct Readiness {
     pub database: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
+    /// Providers whose circuit breaker is not closed, with its state (`open`, `half_open`):
+    /// work for them is parked, not failed. Informational: readiness depends on the
+    /// database only, so an outage of a provider does not take the service out of rotation.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub circuits: std::collections::BTreeMap<&'static str, &'static str>,
 }
 
 /// Ready: the database answers and every migration is applied.
 #[utoipa::path(get, path = "/ready", tag = "probes",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let circuits: std::collections::BTreeMap<_, _> = state
+        .guards
+        .iter()
+        .map(|g| (g.provider(), g.state()))
+        .filter(|(_, s)| *s != crate::providers::guard::BreakerState::Closed)
+        .map(|(p, s)| (p, s.as_str()))
+        .collect();
     let not_ready = |reason| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -181,6 +194,7 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
                 status: "not_ready",
                 database: None,
                 reason: Some(reason),
+                circuits: circuits.clone(),
             }),
         )
     };
@@ -191,6 +205,7 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
                 status: "ready",
                 database: Some(state.store.backend()),
                 reason: None,
+                circuits,
             }),
         ),
         Ok(false) => not_ready("migrations not applied"),

@@ -8,6 +8,7 @@
 
 pub mod c2s;
 pub mod diretrix;
+pub mod guard;
 pub mod sandbox;
 pub mod work_api;
 
@@ -58,6 +59,12 @@ pub enum ProviderError {
     /// sending): it may or may not have taken effect.
     #[error("{provider}: request sent, no answer (outcome unknown)")]
     Unanswered { provider: &'static str },
+    /// The provider's circuit breaker is open after consecutive failures: not called at all.
+    #[error("{provider}: circuit open after repeated failures, not called")]
+    CircuitOpen {
+        provider: &'static str,
+        retry_after: Duration,
+    },
 }
 
 impl ProviderError {
@@ -69,6 +76,7 @@ impl ProviderError {
                 | ProviderError::RateLimited { .. }
                 | ProviderError::Server { .. }
                 | ProviderError::Connect { .. }
+                | ProviderError::CircuitOpen { .. }
         )
     }
 
@@ -77,6 +85,7 @@ impl ProviderError {
         match self {
             ProviderError::RateLimited { retry_after, .. }
             | ProviderError::Server { retry_after, .. } => *retry_after,
+            ProviderError::CircuitOpen { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -93,6 +102,7 @@ impl ProviderError {
             ProviderError::Redirect { .. } => "3xx",
             ProviderError::Mismatch { .. } => "mismatch",
             ProviderError::Unanswered { .. } => "unanswered",
+            ProviderError::CircuitOpen { .. } => "circuit_open",
         }
     }
 

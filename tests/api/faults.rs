@@ -413,3 +413,103 @@ async fn a_shutdown_is_not_held_up_by_open_partial_header_or_idle_connections() 
         );
     }
 }
+
+async fn mock_work_status(app: &TestApp, status: u16, times: u64) {
+    Mock::given(method("GET"))
+        .and(path("/api"))
+        .respond_with(ResponseTemplate::new(status))
+        .up_to_n_times(times)
+        .expect(times)
+        .with_priority(1)
+        .mount(&app.work_api)
+        .await;
+}
+
+both_backends!(
+    a_provider_outage_opens_its_circuit_so_work_is_parked_instead_of_hammering_it,
+    |backend| async move {
+        let app = spawn_app_with(backend, |s| {
+            s.work_api.breaker_failures = 2;
+            s.work_api.breaker_open_secs = 600;
+            s.delivery.max_attempts = 20;
+        })
+        .await;
+        mock_diretrix_phone(
+            &app.diretrix,
+            PHONE_NATIONAL,
+            fixture("diretrix_found.json"),
+            1,
+        )
+        .await;
+        mock_work_status(&app, 503, 2).await;
+
+        let id = app.post_c2s_ok(&lead("L1")).await[0];
+        let store = app.store().clone();
+        let parked = wait_for(
+            "the circuit to park the event",
+            Duration::from_secs(10),
+            || {
+                let store = store.clone();
+                async move {
+                    store.event(id).await.ok()?.filter(|e| {
+                        e.state == "pending"
+                            && e.last_error
+                                .as_deref()
+                                .is_some_and(|r| r.contains("circuit open"))
+                    })
+                }
+            },
+        )
+        .await;
+        assert_eq!(parked.attempts, 3, "two calls, then one turned away");
+
+        let ready: serde_json::Value = app
+            .http
+            .get(format!("{}/ready", app.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(ready["circuits"]["work_api"], "open", "{ready}");
+        let metrics = app.scrape().await;
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("enricher_provider_circuit{")
+                    && l.contains("provider=\"work_api\"")
+                    && l.contains("state=\"open\"")
+                    && l.ends_with(" 1")),
+            "{metrics}"
+        );
+        app.verify_mocks().await;
+    }
+);
+
+both_backends!(
+    parked_events_complete_without_an_operator_once_the_provider_is_back,
+    |backend| async move {
+        let app = spawn_app_with(backend, |s| {
+            s.work_api.breaker_failures = 2;
+            s.work_api.breaker_open_secs = 1;
+            s.delivery.max_attempts = 20;
+        })
+        .await;
+        mock_diretrix_phone(
+            &app.diretrix,
+            PHONE_NATIONAL,
+            fixture("diretrix_found.json"),
+            1,
+        )
+        .await;
+        mock_work_status(&app, 503, 2).await;
+        mock_work(&app.work_api, CPF, fixture("work_api_person.json"), 1).await;
+        mock_c2s_ok(&app.c2s, 1).await;
+
+        let id = app.post_c2s_ok(&lead("L1")).await[0];
+        let event = app.wait_final(id).await;
+        assert_eq!(event.outcome.as_deref(), Some("delivered"));
+        app.verify_mocks().await;
+    }
+);
