@@ -782,4 +782,19 @@ mod tests {
         assert_eq!(back.cpf, "52601815906");
         assert!(back.emails.is_empty());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_work_api_body_parses_or_fails_without_panicking_and_stays_bounded(
+            body in crate::domain::text::any_json()
+        ) {
+            if let Ok(WorkApiAnswer::Found(p)) = Person::from_work_api(&body) {
+                proptest::prop_assert_eq!(p.cpf.len(), CPF_LEN);
+                proptest::prop_assert!(p.phones.len() <= MAX_LIST_ITEMS);
+                proptest::prop_assert!(
+                    p.name.iter().all(|n| n.chars().count() <= MAX_FIELD_CHARS)
+                );
+            }
+        }
+    }
 }

@@ -102,6 +102,43 @@ pub fn has_hidden_controls(s: &str) -> bool {
     s.chars().any(|c| c.is_control() || is_layout_control(c))
 }
 
+/// Any JSON value, nested a few levels, with strings drawn from every kind of character
+/// (controls, NUL, bidi, emoji) and keys that often hit the names parsers look for.
+#[cfg(test)]
+pub(crate) fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let key = prop_oneof![
+        Just("id".to_owned()),
+        Just("attributes".to_owned()),
+        Just("updated_at".to_owned()),
+        Just("customer".to_owned()),
+        Just("phone".to_owned()),
+        Just("email".to_owned()),
+        Just("status".to_owned()),
+        Just("DadosBasicos".to_owned()),
+        Just("cpf".to_owned()),
+        Just("telefones".to_owned()),
+        Just("enderecos".to_owned()),
+        "\\PC{0,8}",
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        "(?s).{0,24}".prop_map(Value::from),
+        Just(Value::from("2026-11-20T17:03:11Z")),
+        Just(Value::from("52601815906")),
+    ];
+    leaf.prop_recursive(4, 48, 6, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+            proptest::collection::btree_map(key.clone(), inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

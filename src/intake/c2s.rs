@@ -399,6 +399,20 @@ mod tests {
 
     proptest::proptest! {
         #[test]
+        fn any_json_body_is_accepted_or_refused_without_panicking(
+            body in crate::domain::text::any_json()
+        ) {
+            if let Ok(events) = parse_body(&body) {
+                for event in events {
+                    proptest::prop_assert!(
+                        crate::domain::text::find_nul(&event.payload).is_none()
+                    );
+                    proptest::prop_assert!(C2sEvent::from_payload(&event.payload, "").is_ok());
+                }
+            }
+        }
+
+        #[test]
         fn every_updated_at_form_of_one_instant_parses_to_that_instant(
             secs in 946_684_800i64..4_102_444_800i64,
             millis in 0u32..1000,
