@@ -74,7 +74,8 @@ pub async fn serve(
                     // The protocol sniffing before hyper's own header timer runs has no timer
                     // of its own: a client that connects and sends nothing is dropped here.
                     let mut first = [0u8; 1];
-                    let first_bytes = tokio::time::timeout(header_read_timeout, stream.peek(&mut first));
+                    let first_bytes = stream.peek(&mut first);
+                    let first_bytes = tokio::time::timeout(header_read_timeout, first_bytes);
                     if !matches!(first_bytes.await, Ok(Ok(1))) {
                         return;
                     }
