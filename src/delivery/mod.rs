@@ -75,6 +75,11 @@ pub fn backoff(policy: &DeliverySettings, attempt: u32, retry_after: Option<Dura
 pub trait Failure: std::fmt::Display {
     fn is_transient(&self) -> bool;
     fn retry_after(&self) -> Option<Duration>;
+    /// The call was not made because the provider's circuit is open: the event waits for the
+    /// provider instead of spending its attempts on an outage.
+    fn is_parked(&self) -> bool {
+        false
+    }
 }
 
 impl Failure for crate::providers::ProviderError {
@@ -84,6 +89,9 @@ impl Failure for crate::providers::ProviderError {
     fn retry_after(&self) -> Option<Duration> {
         crate::providers::ProviderError::retry_after(self)
     }
+    fn is_parked(&self) -> bool {
+        matches!(self, crate::providers::ProviderError::CircuitOpen { .. })
+    }
 }
 
 impl Failure for crate::resolution::ResolveError {
@@ -92,6 +100,9 @@ impl Failure for crate::resolution::ResolveError {
     }
     fn retry_after(&self) -> Option<Duration> {
         crate::resolution::ResolveError::retry_after(self)
+    }
+    fn is_parked(&self) -> bool {
+        matches!(self, crate::resolution::ResolveError::Provider(p) if p.is_parked())
     }
 }
 
@@ -120,6 +131,16 @@ pub fn after_error(
     event: &ClaimedEvent,
     error: &impl Failure,
 ) -> Finish {
+    if error.is_parked() {
+        // Not an attempt at the provider: not counted, and the event comes back
+        // when the circuit lets a probe through (plus a little spread, so parked events do
+        // not all return in the same instant).
+        let spread = Duration::from_millis(rand::rng().random_range(0..=250));
+        return Finish::Park {
+            at: OffsetDateTime::now_utc() + error.retry_after().unwrap_or_default() + spread,
+            error: error.to_string(),
+        };
+    }
     after_failure(
         policy,
         event,

@@ -142,6 +142,9 @@ pub enum Finish {
     },
     /// Try again at `at`; counts one failed attempt.
     Retry { at: OffsetDateTime, error: String },
+    /// Try again at `at` without counting an attempt: the provider was not called (its
+    /// circuit is open), so the event waits for it instead of spending its attempts.
+    Park { at: OffsetDateTime, error: String },
     /// Given up; an operator can list and replay it.
     Dead { reason: String },
 }

@@ -332,6 +332,17 @@ impl Store for PgStore {
             .bind(event.claim)
             .bind(at)
             .bind(error),
+            Finish::Park { at, error } => sqlx::query(
+                "UPDATE webhook_inbox
+                    SET state = 'pending', next_attempt_at = $3,
+                        last_error = $4, send_started_at = NULL, claim_token = NULL,
+                        lease_until = NULL, updated_at = now()
+                  WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(event.id)
+            .bind(event.claim)
+            .bind(at)
+            .bind(error),
             Finish::Dead { reason } => sqlx::query(
                 "UPDATE webhook_inbox
                     SET state = 'dead', attempts = attempts + 1, outcome = 'dead',

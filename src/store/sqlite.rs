@@ -432,6 +432,18 @@ impl Store for SqliteStore {
             .bind(micros(due))
             .bind(error)
             .bind(at),
+            Finish::Park { at: due, error } => sqlx::query(
+                "UPDATE webhook_inbox
+                    SET state = 'pending', next_attempt_at = $3,
+                        last_error = $4, send_started_at = NULL, claim_token = NULL,
+                        lease_until = NULL, updated_at = $5
+                  WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(event.id)
+            .bind(claim)
+            .bind(micros(due))
+            .bind(error)
+            .bind(at),
             Finish::Dead { reason } => sqlx::query(
                 "UPDATE webhook_inbox
                     SET state = 'dead', attempts = attempts + 1, outcome = 'dead',

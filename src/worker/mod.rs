@@ -114,6 +114,10 @@ pub async fn process(state: &AppState, event: ClaimedEvent) {
             state.metrics.event_finished("retry", "retry");
             tracing::warn!(error = %error, retry_at = %at, "event will be retried");
         }
+        Finish::Park { error, at } => {
+            state.metrics.event_finished("retry", "parked");
+            tracing::warn!(error = %error, retry_at = %at, "event parked until the provider's circuit closes");
+        }
         Finish::Dead { reason } => {
             state.metrics.event_finished("dead", "dead");
             tracing::error!(reason = %reason, "event dead-lettered");

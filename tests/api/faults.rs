@@ -461,7 +461,10 @@ both_backends!(
             },
         )
         .await;
-        assert_eq!(parked.attempts, 3, "two calls, then one turned away");
+        assert_eq!(
+            parked.attempts, 2,
+            "two calls; turning it away is not an attempt"
+        );
 
         let ready: serde_json::Value = app
             .http
@@ -510,6 +513,35 @@ both_backends!(
         let id = app.post_c2s_ok(&lead("L1")).await[0];
         let event = app.wait_final(id).await;
         assert_eq!(event.outcome.as_deref(), Some("delivered"));
+        app.verify_mocks().await;
+    }
+);
+
+both_backends!(
+    an_event_parked_by_an_open_circuit_does_not_spend_its_attempts_on_the_outage,
+    |backend| async move {
+        // Two attempts only: one real failure opens the circuit, and the turned-away attempt
+        // must not be the second one that dead-letters the event.
+        let app = spawn_app_with(backend, |s| {
+            s.work_api.breaker_failures = 1;
+            s.work_api.breaker_open_secs = 1;
+            s.delivery.max_attempts = 2;
+        })
+        .await;
+        mock_diretrix_phone(
+            &app.diretrix,
+            PHONE_NATIONAL,
+            fixture("diretrix_found.json"),
+            1,
+        )
+        .await;
+        mock_work_status(&app, 503, 1).await;
+        mock_work(&app.work_api, CPF, fixture("work_api_person.json"), 1).await;
+        mock_c2s_ok(&app.c2s, 1).await;
+
+        let id = app.post_c2s_ok(&lead("L1")).await[0];
+        let event = app.wait_final(id).await;
+        assert_eq!(event.outcome.as_deref(), Some("delivered"), "{event:?}");
         app.verify_mocks().await;
     }
 );
