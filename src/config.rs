@@ -333,6 +333,8 @@ pub struct DeliverySettings {
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 pub struct MessageSettings {
     pub template_path: Option<String>,
+    /// Longest message posted, in bytes; a longer one is cut with a marker.
+    pub max_bytes: usize,
 }
 
 impl Settings {

@@ -190,7 +190,8 @@ impl Application {
                 MessageRenderer::new(source)?
             }
             None => MessageRenderer::default_template(),
-        };
+        }
+        .with_max_bytes(settings.message.max_bytes);
 
         let addr = socket_addr(&settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr)

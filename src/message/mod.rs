@@ -51,6 +51,8 @@ const SAME_PERSON_HEADING: &str = "Telefone e e-mail da mesma pessoa";
 pub struct MessageRenderer {
     /// Holds the one compiled template; cheap to share, never mutated after `new`.
     env: Environment<'static>,
+    /// Longest message produced, in bytes ([`MAX_MESSAGE_BYTES`] unless configured).
+    max_bytes: usize,
 }
 
 /// Why a message could not be produced.
@@ -182,7 +184,10 @@ impl MessageRenderer {
         );
         env.add_template_owned(TEMPLATE_NAME, template_source)
             .map_err(|e| MessageError::Template(e.to_string()))?;
-        let renderer = MessageRenderer { env };
+        let renderer = MessageRenderer {
+            env,
+            max_bytes: MAX_MESSAGE_BYTES,
+        };
         renderer.smoke_test()?;
         Ok(renderer)
     }
@@ -192,6 +197,13 @@ impl MessageRenderer {
         // Infallible in practice: DEFAULT_TEMPLATE is compiled into the binary and the test
         // `the_default_template_compiles` proves it compiles and renders the samples.
         Self::new(DEFAULT_TEMPLATE.to_owned()).expect("the built-in message template is valid")
+    }
+
+    /// The same renderer with another cap on the message size (at least 1 KiB, so the
+    /// marker and a readable start always fit).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes.max(1024);
+        self
     }
 
     /// Renders the message for a lead from what each of its contacts led to.
@@ -212,7 +224,7 @@ impl MessageRenderer {
         let text = template
             .render(ctx)
             .map_err(|e| describe_render_error(&e))?;
-        Ok(cap(tidy(&text)))
+        Ok(cap(tidy(&text), self.max_bytes))
     }
 
     /// Renders fixed sample data through every path of a typical template.
@@ -236,17 +248,17 @@ fn describe_render_error(err: &minijinja::Error) -> String {
 
 /// Strips trailing spaces, collapses runs of blank lines into one and drops leading and
 /// trailing blank lines, so operator templates need not be whitespace-perfect.
-/// Longest message posted, in bytes. Fields and lists are capped before they get here, so
-/// only an operator template that repeats itself can reach it.
+/// Default longest message posted, in bytes (`ENRICHER__MESSAGE__MAX_BYTES`). Fields and lists
+/// are capped before they get here, so only an operator template that repeats itself reaches it.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 
-/// The text cut at [`MAX_MESSAGE_BYTES`] on a character boundary, with a marker saying so.
-fn cap(mut text: String) -> String {
+/// The text cut at `max` bytes on a character boundary, with a marker saying so.
+fn cap(mut text: String, max: usize) -> String {
     const MARKER: &str = "\n[…]";
-    if text.len() <= MAX_MESSAGE_BYTES {
+    if text.len() <= max {
         return text;
     }
-    let mut end = MAX_MESSAGE_BYTES - MARKER.len();
+    let mut end = max - MARKER.len();
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -777,6 +789,12 @@ mod tests {
         let text = renderer.render(None, &[]).unwrap();
         assert!(text.len() <= MAX_MESSAGE_BYTES, "{}", text.len());
         assert!(text.ends_with("[…]"));
+        let smaller =
+            MessageRenderer::new("{% for i in range(100000) %}ção{% endfor %}".to_owned())
+                .unwrap()
+                .with_max_bytes(2000);
+        let text = smaller.render(None, &[]).unwrap();
+        assert!(text.len() <= 2000 && text.len() > 1990, "{}", text.len());
     }
 
     fn count(text: &str, needle: &str) -> usize {
