@@ -23,7 +23,8 @@ const DEFAULTS: &str = include_str!("../config/default.toml");
 pub enum ConfigError {
     #[error("could not read the configuration: {0}")]
     Load(#[from] config::ConfigError),
-    #[error("missing settings for {env}: {}", missing.join(", "))]
+    /// Settings that must be present and non-empty (a secret set to "" counts as missing).
+    #[error("missing or empty settings for {env}: {}", missing.join(", "))]
     Missing { env: String, missing: Vec<String> },
     #[error("invalid setting {name}: {reason}")]
     Invalid { name: &'static str, reason: String },
@@ -143,6 +144,43 @@ fn serialize_redacted_url<S: Serializer>(url: &SecretString, s: S) -> Result<S::
     s.serialize_str(&redact_url(url.expose_secret()))
 }
 
+/// A provider base URL as `check-config` shows it: userinfo (`user:password@`) and
+/// password-like query parameters redacted, since operators do paste credentials there.
+fn serialize_optional_url<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        None => s.serialize_none(),
+        Some(url) if holds_credentials(url) => s.serialize_str(&redact_url(&without_user(url))),
+        // Shown as written when there is nothing to hide (no normalizing of the text).
+        Some(url) => s.serialize_str(url),
+    }
+}
+
+/// Whether the URL carries userinfo or a password-like query parameter (or cannot be read,
+/// in which case it is not shown verbatim either).
+fn holds_credentials(raw: &str) -> bool {
+    match url::Url::parse(raw) {
+        Ok(u) => {
+            !u.username().is_empty()
+                || u.password().is_some()
+                || u.query_pairs()
+                    .any(|(name, _)| name.to_ascii_lowercase().contains("password"))
+        }
+        Err(_) => true,
+    }
+}
+
+/// The URL with its user name masked: in a provider URL a user name alone can be a credential
+/// (`https://TOKEN@host`), unlike the database's role name.
+fn without_user(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if !u.username().is_empty() => {
+            let _ = u.set_username("***");
+            u.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
 /// What `check-config` shows for a secret that is set.
 pub const REDACTED: &str = "(set, redacted)";
 /// What `check-config` shows for a setting no layer sets.
@@ -166,6 +204,11 @@ pub struct ServerSettings {
     pub port: u16,
     pub body_limit_bytes: usize,
     pub request_timeout_secs: u64,
+    /// Events one webhook request may carry; more is a 413.
+    pub max_events_per_request: usize,
+    /// How long a client may take to send a request's headers, and how long an idle
+    /// keep-alive connection stays open waiting for the next request.
+    pub header_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -177,6 +220,7 @@ pub struct MetricsSettings {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct DiretrixSettings {
+    #[serde(serialize_with = "serialize_optional_url")]
     pub base_url: Option<String>,
     #[serde(serialize_with = "serialize_redacted")]
     pub user: Option<SecretString>,
@@ -184,23 +228,56 @@ pub struct DiretrixSettings {
     pub password: Option<SecretString>,
     pub timeout_ms: u64,
     pub price_per_call: f64,
+    /// Largest answer body read; a bigger one is a permanent provider error.
+    pub max_answer_bytes: usize,
+    /// Consecutive failed calls (timeouts, 429, 5xx, connection) that open the circuit
+    /// breaker; 0 turns it off.
+    pub breaker_failures: u32,
+    /// How long an open breaker turns calls away before one probe is let through.
+    pub breaker_open_secs: u64,
+    /// Calls in flight at once.
+    pub max_concurrent: usize,
+    /// Calls started per second (the provider's quota); 0 means no limit.
+    pub max_calls_per_sec: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct WorkApiSettings {
+    #[serde(serialize_with = "serialize_optional_url")]
     pub base_url: Option<String>,
     #[serde(serialize_with = "serialize_redacted")]
     pub token: Option<SecretString>,
     pub timeout_ms: u64,
     pub price_per_call: f64,
+    /// Largest answer body read; a bigger one is a permanent provider error.
+    pub max_answer_bytes: usize,
+    /// Consecutive failed calls (timeouts, 429, 5xx, connection) that open the circuit
+    /// breaker; 0 turns it off.
+    pub breaker_failures: u32,
+    /// How long an open breaker turns calls away before one probe is let through.
+    pub breaker_open_secs: u64,
+    /// Calls in flight at once.
+    pub max_concurrent: usize,
+    /// Calls started per second (the provider's quota); 0 means no limit.
+    pub max_calls_per_sec: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct C2sSettings {
+    #[serde(serialize_with = "serialize_optional_url")]
     pub base_url: Option<String>,
     #[serde(serialize_with = "serialize_redacted")]
     pub token: Option<SecretString>,
     pub timeout_ms: u64,
+    /// Consecutive failed calls (timeouts, 429, 5xx, connection) that open the circuit
+    /// breaker; 0 turns it off.
+    pub breaker_failures: u32,
+    /// How long an open breaker turns calls away before one probe is let through.
+    pub breaker_open_secs: u64,
+    /// Calls in flight at once.
+    pub max_concurrent: usize,
+    /// Calls started per second (the provider's quota); 0 means no limit.
+    pub max_calls_per_sec: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -256,11 +333,16 @@ pub struct DeliverySettings {
     pub max_attempts: u32,
     pub base_delay_ms: u64,
     pub max_delay_secs: u64,
+    /// A POST sent whose answer never came (timeout after sending, crash mid-POST) may have
+    /// been posted: it is posted again at most this many times, then dead-lettered.
+    pub unknown_outcome_reposts: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 pub struct MessageSettings {
     pub template_path: Option<String>,
+    /// Longest message posted, in bytes; a longer one is cut with a marker.
+    pub max_bytes: usize,
 }
 
 impl Settings {
@@ -369,6 +451,35 @@ impl Settings {
             }
         }
 
+        for (name, value) in [
+            (
+                "ENRICHER__SERVER__MAX_EVENTS_PER_REQUEST",
+                self.server.max_events_per_request,
+            ),
+            (
+                "ENRICHER__DIRETRIX__MAX_ANSWER_BYTES",
+                self.diretrix.max_answer_bytes,
+            ),
+            (
+                "ENRICHER__WORK_API__MAX_ANSWER_BYTES",
+                self.work_api.max_answer_bytes,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+
+        if self.server.header_read_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                name: "ENRICHER__SERVER__HEADER_READ_TIMEOUT_SECS",
+                reason: "must be at least 1".into(),
+            });
+        }
+
         let mut missing = Vec::new();
         if !self.sandbox_enabled() {
             let required: [(&str, bool); 7] = [
@@ -376,18 +487,18 @@ impl Settings {
                     "ENRICHER__DIRETRIX__BASE_URL",
                     self.diretrix.base_url.is_some(),
                 ),
-                ("ENRICHER__DIRETRIX__USER", self.diretrix.user.is_some()),
+                ("ENRICHER__DIRETRIX__USER", is_set(&self.diretrix.user)),
                 (
                     "ENRICHER__DIRETRIX__PASSWORD",
-                    self.diretrix.password.is_some(),
+                    is_set(&self.diretrix.password),
                 ),
                 (
                     "ENRICHER__WORK_API__BASE_URL",
                     self.work_api.base_url.is_some(),
                 ),
-                ("ENRICHER__WORK_API__TOKEN", self.work_api.token.is_some()),
+                ("ENRICHER__WORK_API__TOKEN", is_set(&self.work_api.token)),
                 ("ENRICHER__C2S__BASE_URL", self.c2s.base_url.is_some()),
-                ("ENRICHER__C2S__TOKEN", self.c2s.token.is_some()),
+                ("ENRICHER__C2S__TOKEN", is_set(&self.c2s.token)),
             ];
             missing.extend(
                 required
@@ -396,9 +507,24 @@ impl Settings {
                     .map(|(name, _)| (*name).to_owned()),
             );
         }
-        if self.env == AppEnv::Production && self.webhooks.c2s_token.is_none() {
-            // An open webhook in production lets anyone spend the provider budget.
-            missing.push("ENRICHER__WEBHOOKS__C2S_TOKEN".to_owned());
+        if self.env == AppEnv::Production {
+            if !is_set(&self.webhooks.c2s_token) {
+                // An open webhook in production lets anyone spend the provider budget.
+                missing.push("ENRICHER__WEBHOOKS__C2S_TOKEN".to_owned());
+            }
+            // Optional secrets may be unset (the feature is off), never set to nothing: an
+            // empty admin token would read as "configured" to someone checking the fleet.
+            for (name, secret) in [
+                ("ENRICHER__ADMIN__TOKEN", &self.admin.token),
+                (
+                    "ENRICHER__WEBHOOKS__GOOGLE_ADS_KEY",
+                    &self.webhooks.google_ads_key,
+                ),
+            ] {
+                if secret.is_some() && !is_set(secret) {
+                    missing.push(name.to_owned());
+                }
+            }
         }
         if missing.is_empty() {
             Ok(())
@@ -409,6 +535,13 @@ impl Settings {
             })
         }
     }
+}
+
+/// A secret that is present and holds more than blanks.
+fn is_set(secret: &Option<SecretString>) -> bool {
+    secret
+        .as_ref()
+        .is_some_and(|s| !s.expose_secret().trim().is_empty())
 }
 
 /// Environment variables read under their platform names rather than `ENRICHER__…`, and the

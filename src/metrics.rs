@@ -120,6 +120,8 @@ pub struct Snapshot {
     pub cache_weighted_bytes: u64,
     pub negative_entries: i64,
     pub inbox: Vec<(String, i64)>,
+    /// Each provider's circuit breaker state (`closed`, `open`, `half_open`).
+    pub circuits: Vec<(&'static str, &'static str)>,
 }
 
 pub struct Metrics {
@@ -274,8 +276,9 @@ impl Metrics {
                 &METADATA,
             )
             .record(latency.as_secs_f64());
-        // A call that never connected never reached the provider, so it cost nothing.
-        if outcome != "connect" {
+        // A call that never connected (or that an open circuit stopped) never reached the
+        // provider, so it cost nothing.
+        if !matches!(outcome, "connect" | "circuit_open") {
             self.spent_micros[provider.index()]
                 .fetch_add(micros(self.prices[provider.index()]), Ordering::Relaxed);
         }
@@ -340,6 +343,16 @@ impl Metrics {
                 .find(|(s, _)| s == state)
                 .map_or(0, |(_, n)| *n);
             self.gauge("enricher_inbox_events", &[("state", state)], depth as f64);
+        }
+        for (provider, circuit) in &snapshot.circuits {
+            for state in ["closed", "open", "half_open"] {
+                let value = if state == *circuit { 1.0 } else { 0.0 };
+                self.gauge(
+                    "enricher_provider_circuit",
+                    &[("provider", provider), ("state", state)],
+                    value,
+                );
+            }
         }
         self.gauge(
             "enricher_uptime_seconds",

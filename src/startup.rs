@@ -17,10 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::Settings;
+use crate::http::server::{ConnectionLimits, serve};
 use crate::message::MessageRenderer;
 use crate::metrics::Metrics;
 use crate::providers::c2s::C2sClient;
 use crate::providers::diretrix::DiretrixClient;
+use crate::providers::guard::{Guard, GuardSettings, Guarded};
 use crate::providers::sandbox::Sandbox;
 use crate::providers::work_api::WorkApiClient;
 use crate::resolution::{Resolver, Ttls};
@@ -110,16 +112,59 @@ impl Application {
                 .unwrap_or_else(|| SecretString::from("sandbox"))
         };
 
+        let guard = |provider: &'static str,
+                     failures: u32,
+                     open_secs: u64,
+                     max_concurrent: usize,
+                     max_calls_per_sec: f64| {
+            Arc::new(Guard::new(
+                provider,
+                GuardSettings {
+                    breaker_failures: failures,
+                    breaker_open: Duration::from_secs(open_secs),
+                    max_concurrent,
+                    max_calls_per_sec,
+                },
+            ))
+        };
+        let d = &settings.diretrix;
+        let w = &settings.work_api;
+        let c = &settings.c2s;
+        let guards = vec![
+            guard(
+                "diretrix",
+                d.breaker_failures,
+                d.breaker_open_secs,
+                d.max_concurrent,
+                d.max_calls_per_sec,
+            ),
+            guard(
+                "work_api",
+                w.breaker_failures,
+                w.breaker_open_secs,
+                w.max_concurrent,
+                w.max_calls_per_sec,
+            ),
+            guard(
+                "c2s",
+                c.breaker_failures,
+                c.breaker_open_secs,
+                c.max_concurrent,
+                c.max_calls_per_sec,
+            ),
+        ];
         let diretrix = DiretrixClient::new(
             base(&settings.diretrix.base_url, "diretrix")?,
             secret(&settings.diretrix.user),
             secret(&settings.diretrix.password),
             Duration::from_millis(settings.diretrix.timeout_ms),
+            settings.diretrix.max_answer_bytes,
         );
         let work_api = WorkApiClient::new(
             base(&settings.work_api.base_url, "work")?,
             secret(&settings.work_api.token),
             Duration::from_millis(settings.work_api.timeout_ms),
+            settings.work_api.max_answer_bytes,
         );
         let crm = C2sClient::new(
             base(&settings.c2s.base_url, "c2s")?,
@@ -132,8 +177,14 @@ impl Application {
         ));
         let resolver = Resolver::new(
             store.clone(),
-            Arc::new(diretrix),
-            Arc::new(work_api),
+            Arc::new(Guarded {
+                inner: diretrix,
+                guard: guards[0].clone(),
+            }),
+            Arc::new(Guarded {
+                inner: work_api,
+                guard: guards[1].clone(),
+            }),
             Ttls {
                 positive: settings.cache_ttl(),
                 negative: settings.negative_ttl(),
@@ -157,7 +208,8 @@ impl Application {
                 MessageRenderer::new(source)?
             }
             None => MessageRenderer::default_template(),
-        };
+        }
+        .with_max_bytes(settings.message.max_bytes);
 
         let addr = socket_addr(&settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr)
@@ -172,7 +224,11 @@ impl Application {
             settings: Arc::new(settings),
             store,
             resolver: Arc::new(resolver),
-            crm: Arc::new(crm),
+            crm: Arc::new(Guarded {
+                inner: crm,
+                guard: guards[2].clone(),
+            }),
+            guards: guards.into(),
             metrics,
             renderer: Arc::new(renderer),
             sandbox,
@@ -249,21 +305,23 @@ impl Application {
                 subscription,
                 shutdown.child_token(),
             )));
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(
+                state.settings.server.header_read_timeout_secs,
+            ),
+            grace: Duration::from_secs(state.settings.workers.drain_secs),
+        };
         let metrics_app = crate::operators::metrics_router(state.clone());
         let metrics_stop = shutdown.clone();
         let _metrics_serving = AbortOnDropHandle::new(tokio::spawn(async move {
-            let served = axum::serve(metrics_listener, metrics_app)
-                .with_graceful_shutdown(metrics_stop.cancelled_owned())
-                .await;
+            let served = serve(metrics_listener, metrics_app, limits, metrics_stop).await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "metrics listener stopped");
             }
         }));
         tracing::info!(addr = %listener.local_addr()?, "listening");
         let app = crate::http::router(state);
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+        let served = serve(listener, app, limits, shutdown.clone()).await;
         // The server may stop on its own (an I/O error); workers must stop with it.
         shutdown.cancel();
         // A JoinError's text carries the panic message, which may hold personal data; the

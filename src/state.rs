@@ -8,6 +8,7 @@ use crate::config::Settings;
 use crate::message::MessageRenderer;
 use crate::metrics::Metrics;
 use crate::providers::Crm;
+use crate::providers::guard::Guard;
 use crate::providers::sandbox::Sandbox;
 use crate::resolution::Resolver;
 use crate::store::DynStore;
@@ -22,6 +23,9 @@ pub struct AppState {
     pub resolver: Arc<Resolver>,
     /// Where messages are posted.
     pub crm: Arc<dyn Crm>,
+    /// Each provider's circuit breaker and limits (Diretrix, Work API, C2S), for `/ready`
+    /// and the metrics.
+    pub guards: Arc<[Arc<Guard>]>,
     /// Counters and gauges rendered on the metrics port.
     pub metrics: Arc<Metrics>,
     /// The message template, compiled once.

@@ -3,10 +3,14 @@
 //!
 //! A message is posted once per event. The rendered text is kept on the event before the
 //! first attempt, so retries post the same text without resolving again; a "sending" mark is
-//! written before each POST and cleared with its outcome. An event found still marked at claim
-//! time means the process stopped mid-POST: the outcome is unknown, so it is dead-lettered
-//! (an operator can replay it) instead of risking a second message. Graceful shutdown lets
-//! in-flight POSTs finish, so only a crash gets there.
+//! written before each POST and cleared with its outcome.
+//!
+//! One rule for a POST whose outcome is unknown (sent, no answer), whether the answer timed
+//! out or the process stopped mid-POST (found at claim time by the mark still set): it is
+//! posted again at most `delivery.unknown_outcome_reposts` times (default 0), then
+//! dead-lettered with [`UNKNOWN_OUTCOME`] for an operator to check the lead and replay. A
+//! failure where nothing was sent (connection refused, connect timeout) retries normally.
+//! So a CRM that accepts slowly gets at most `1 + unknown_outcome_reposts` copies.
 
 use std::time::Duration;
 
@@ -18,9 +22,37 @@ use crate::domain::LeadId;
 use crate::state::AppState;
 use crate::store::{ClaimedEvent, Finish};
 
-/// Why a crash mid-POST ends in the dead letters.
-pub const UNKNOWN_OUTCOME: &str =
-    "delivery outcome unknown: the process stopped while posting the message; replay to post it";
+/// Why an event whose POST went unanswered ends in the dead letters.
+pub const UNKNOWN_OUTCOME: &str = "delivery outcome unknown: the message was sent and no answer \
+     came (a timeout, or the process stopped mid-POST); check the lead in the CRM, then replay \
+     to post it";
+
+/// What to do with a POST of `event` whose outcome is unknown, given how many of its POSTs
+/// went unanswered before this one: post again (after counting this one), or give up.
+/// `Ok(())` means "post again"; the count is recorded first, so a crash right after cannot
+/// grant an extra copy.
+pub async fn after_unknown_outcome(state: &AppState, event: &ClaimedEvent) -> Result<(), Finish> {
+    let before = u32::try_from(event.unknown_outcomes).unwrap_or(0);
+    if before >= state.settings.delivery.unknown_outcome_reposts {
+        return Err(Finish::Dead {
+            reason: UNKNOWN_OUTCOME.into(),
+        });
+    }
+    match state.store.note_unknown_outcome(event).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Finish::Retry {
+            at: OffsetDateTime::now_utc(),
+            error: "claim lost before sending".into(),
+        }),
+        Err(e) => Err(after_failure(
+            &state.settings.delivery,
+            event,
+            true,
+            None,
+            format!("store: {e}"),
+        )),
+    }
+}
 
 /// Delay before retry number `attempt` (1 = the first retry): exponential from
 /// `base_delay_ms`, capped at `max_delay_secs`, with "equal jitter" (half fixed, half random)
@@ -43,6 +75,11 @@ pub fn backoff(policy: &DeliverySettings, attempt: u32, retry_after: Option<Dura
 pub trait Failure: std::fmt::Display {
     fn is_transient(&self) -> bool;
     fn retry_after(&self) -> Option<Duration>;
+    /// The call was not made because the provider's circuit is open: the event waits for the
+    /// provider instead of spending its attempts on an outage.
+    fn is_parked(&self) -> bool {
+        false
+    }
 }
 
 impl Failure for crate::providers::ProviderError {
@@ -51,6 +88,9 @@ impl Failure for crate::providers::ProviderError {
     }
     fn retry_after(&self) -> Option<Duration> {
         crate::providers::ProviderError::retry_after(self)
+    }
+    fn is_parked(&self) -> bool {
+        matches!(self, crate::providers::ProviderError::CircuitOpen { .. })
     }
 }
 
@@ -61,6 +101,28 @@ impl Failure for crate::resolution::ResolveError {
     fn retry_after(&self) -> Option<Duration> {
         crate::resolution::ResolveError::retry_after(self)
     }
+    fn is_parked(&self) -> bool {
+        matches!(self, crate::resolution::ResolveError::Provider(p) if p.is_parked())
+    }
+}
+
+/// An unanswered POST that the repost allowance lets us send again: retried like any
+/// transient failure.
+struct Reposted(crate::providers::ProviderError);
+
+impl std::fmt::Display for Reposted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Failure for Reposted {
+    fn is_transient(&self) -> bool {
+        true
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// [`after_failure`] for a failure that classifies itself.
@@ -69,6 +131,16 @@ pub fn after_error(
     event: &ClaimedEvent,
     error: &impl Failure,
 ) -> Finish {
+    if error.is_parked() {
+        // Not an attempt at the provider: not counted, and the event comes back
+        // when the circuit lets a probe through (plus a little spread, so parked events do
+        // not all return in the same instant).
+        let spread = Duration::from_millis(rand::rng().random_range(0..=250));
+        return Finish::Park {
+            at: OffsetDateTime::now_utc() + error.retry_after().unwrap_or_default() + spread,
+            error: error.to_string(),
+        };
+    }
     after_failure(
         policy,
         event,
@@ -140,6 +212,14 @@ pub async fn deliver(
                 contact_set: None,
             }
         }
+        Err(e @ crate::providers::ProviderError::Unanswered { .. }) => {
+            state.metrics.delivery(e.class());
+            tracing::warn!(error = %e, attempt = event.attempts + 1, "delivery outcome unknown");
+            match after_unknown_outcome(state, event).await {
+                Ok(()) => after_error(&state.settings.delivery, event, &Reposted(e)),
+                Err(finish) => finish,
+            }
+        }
         Err(e) => {
             state.metrics.delivery(e.class());
             tracing::warn!(error = %e, class = e.class(), attempt = event.attempts + 1, "delivery failed");
@@ -157,6 +237,7 @@ mod tests {
             max_attempts: 5,
             base_delay_ms: 1000,
             max_delay_secs: 60,
+            unknown_outcome_reposts: 0,
         }
     }
 
@@ -196,6 +277,7 @@ mod tests {
             contact_set: None,
             message: None,
             send_started: false,
+            unknown_outcomes: 0,
         }
     }
 

@@ -78,6 +78,17 @@ impl Email {
         if s.is_empty() {
             return Err(DomainError::Empty);
         }
+        // Letters and digits of any script pass, and the ASCII punctuation addresses use;
+        // symbols (emoji) and invisible format characters (bidi overrides, zero-width
+        // joiners) never appear in a real mailbox and would make two keys look alike.
+        if !s
+            .chars()
+            .all(|c| c.is_alphanumeric() || c.is_ascii_graphic())
+        {
+            return Err(DomainError::InvalidEmail(
+                "contains a symbol or invisible character",
+            ));
+        }
         let lower = s.to_lowercase();
         let (local, domain) = match lower.split_once('@') {
             Some((l, d)) if !d.contains('@') => (l, d),
@@ -285,6 +296,24 @@ mod tests {
             key(&format!("{local}@example.com")),
             Ok(format!("{local}@example.com"))
         );
+    }
+
+    #[test]
+    fn bidi_controls_emoji_and_invisible_characters_are_invalid() {
+        for input in [
+            "maria\u{202E}moc.elpmaxe@example.com",
+            "maria@exa\u{202E}mple.com",
+            "maria😀@example.com",
+            "maria@😀.com",
+            "ma\u{200D}ria@example.com",
+            "maria@example.com\u{2066}",
+        ] {
+            assert!(
+                matches!(Email::parse(input), Err(DomainError::InvalidEmail(_))),
+                "{input:?}"
+            );
+        }
+        assert!(Email::parse("joão@exemplo.com.br").is_ok());
     }
 
     #[test]

@@ -26,6 +26,11 @@ impl LeadId {
         if s.chars().any(char::is_control) {
             return Err(DomainError::InvalidLeadId("contains control characters"));
         }
+        // The id is one segment of the CRM's URL path; URL parsers drop `.` and `..` (even
+        // percent-encoded), which would post to another path.
+        if s == "." || s == ".." {
+            return Err(DomainError::InvalidLeadId("is a relative path segment"));
+        }
         Ok(LeadId(s.to_string()))
     }
 
@@ -94,6 +99,18 @@ mod tests {
                 "{input:?}"
             );
         }
+    }
+
+    #[test]
+    fn dot_segments_are_refused_since_a_url_would_drop_them() {
+        for input in [".", "..", " .. "] {
+            assert!(
+                matches!(LeadId::parse(input), Err(DomainError::InvalidLeadId(_))),
+                "{input:?}"
+            );
+        }
+        assert!(LeadId::parse("...").is_ok());
+        assert!(LeadId::parse("a.b").is_ok());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod error;
 pub mod lead_id;
 pub mod person;
 pub mod phone;
+pub mod text;
 
 pub use contact_key::ContactKey;
 pub use cpf::Cpf;

@@ -11,6 +11,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::text::{MAX_FIELD_CHARS, MAX_LIST_ITEMS, clip};
+
 /// Length of a CPF in digits.
 const CPF_LEN: usize = 11;
 
@@ -393,13 +395,14 @@ fn items<'a>(parent: &'a Map<String, Value>, key: &str) -> impl Iterator<Item = 
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .take(MAX_LIST_ITEMS)
 }
 
 /// A trimmed string, a number rendered as text, or None for null/empty/other shapes.
 fn text(value: Option<&Value>) -> Option<String> {
     match value? {
         Value::String(s) => {
-            let trimmed = s.trim();
+            let trimmed = clip(s.trim(), MAX_FIELD_CHARS).trim_end();
             (!trimmed.is_empty()).then(|| trimmed.to_owned())
         }
         Value::Number(n) => Some(n.to_string()),
@@ -432,6 +435,21 @@ mod tests {
             Ok(WorkApiAnswer::Found(person)) => person,
             other => panic!("expected a person, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn huge_fields_and_lists_are_capped_before_anything_keeps_them() {
+        let phones: Vec<Value> = (0..1000).map(|i| json!(format!("1199999{i:04}"))).collect();
+        let body = json!({
+            "DadosBasicos": {"cpf": "52601815906", "nome": "A".repeat(100_000)},
+            "telefones": phones,
+        });
+        let person = found(body);
+        assert_eq!(
+            person.name.as_deref().map(|n| n.chars().count()),
+            Some(MAX_FIELD_CHARS)
+        );
+        assert_eq!(person.phones.len(), MAX_LIST_ITEMS);
     }
 
     #[test]
@@ -763,5 +781,20 @@ mod tests {
         let back: Person = serde_json::from_str(r#"{"cpf": "52601815906"}"#).unwrap();
         assert_eq!(back.cpf, "52601815906");
         assert!(back.emails.is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_work_api_body_parses_or_fails_without_panicking_and_stays_bounded(
+            body in crate::domain::text::any_json()
+        ) {
+            if let Ok(WorkApiAnswer::Found(p)) = Person::from_work_api(&body) {
+                proptest::prop_assert_eq!(p.cpf.len(), CPF_LEN);
+                proptest::prop_assert!(p.phones.len() <= MAX_LIST_ITEMS);
+                proptest::prop_assert!(
+                    p.name.iter().all(|n| n.chars().count() <= MAX_FIELD_CHARS)
+                );
+            }
+        }
     }
 }

@@ -7,8 +7,12 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Whether `given` equals the configured secret.
+/// Whether `given` equals the configured secret. An empty secret on either side never
+/// matches: an empty header must not open a route whose secret was set to "".
 pub fn secret_matches(expected: &SecretString, given: &str) -> bool {
+    if given.is_empty() || expected.expose_secret().is_empty() {
+        return false;
+    }
     let a = Sha256::digest(expected.expose_secret().as_bytes());
     let b = Sha256::digest(given.as_bytes());
     a.as_slice().ct_eq(b.as_slice()).into()
@@ -32,6 +36,12 @@ mod tests {
         assert!(!secret_matches(&secret, "s3cret-valu"));
         assert!(!secret_matches(&secret, ""));
         assert!(!secret_matches(&secret, "S3CRET-VALUE"));
+    }
+
+    #[test]
+    fn an_empty_secret_never_matches_not_even_an_empty_one() {
+        assert!(!secret_matches(&SecretString::from(""), ""));
+        assert!(!secret_matches(&SecretString::from(""), "x"));
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// More events in one request than the configured batch cap.
+    #[error("more than {limit} events in one request")]
+    TooManyEvents { limit: usize },
     #[error("{0}")]
     Conflict(String),
     #[error("{field}: {problem}")]
@@ -48,7 +51,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
-            ApiError::PayloadTooLarge { .. } => {
+            ApiError::PayloadTooLarge { .. } | ApiError::TooManyEvents { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod server;
 
 use std::time::Duration;
 
@@ -53,9 +54,15 @@ impl Modify for SecuritySchemes {
             "admin",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        // The webhook secret is required, in the header or the query: two alternatives,
+        // never "none" (an empty requirement would read as optional).
         components.add_security_scheme(
             "webhook_token",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Webhook-Token"))),
+        );
+        components.add_security_scheme(
+            "webhook_token_query",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("token"))),
         );
     }
 }
@@ -115,11 +122,32 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unusable_request_id))
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
             axum::http::header::COOKIE,
             HeaderName::from_static("x-webhook-token"),
         ]))
+}
+
+/// Longest client `x-request-id` kept; longer ones are replaced by a generated id.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Drops a client's `x-request-id` that is too long or holds characters beyond
+/// `[A-Za-z0-9._:-]`, so the id layer generates one: the id is echoed and written in every
+/// log line of the request, and a 60 KB or line-breaking id must not be.
+async fn drop_unusable_request_id<B>(mut req: Request<B>) -> Request<B> {
+    let usable = req.headers().get(&REQUEST_ID).is_none_or(|v| {
+        let v = v.as_bytes();
+        !v.is_empty()
+            && v.len() <= MAX_REQUEST_ID
+            && v.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b))
+    });
+    if !usable {
+        req.headers_mut().remove(&REQUEST_ID);
+    }
+    req
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -145,12 +173,25 @@ pub struct Readiness {
     /// dropped meanwhile); absent on SQLite, which serves one instance only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalidations: Option<&'static str>,
+    /// Providers whose circuit breaker is not closed, with its state (`open`, `half_open`):
+    /// work for them is parked, not failed. Informational: readiness depends on the
+    /// database only, so an outage of a provider does not take the service out of rotation.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub circuits: std::collections::BTreeMap<&'static str, &'static str>,
 }
 
 /// Ready: the database answers and every migration is applied.
 #[utoipa::path(get, path = "/ready", tag = "probes",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let circuits: std::collections::BTreeMap<_, _> = state
+        .guards
+        .iter()
+        .map(|g| (g.provider(), g.state()))
+        .filter(|(_, s)| *s != crate::providers::guard::BreakerState::Closed)
+        .map(|(p, s)| (p, s.as_str()))
+        .collect();
     let not_ready = |reason| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -159,6 +200,7 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
                 database: None,
                 reason: Some(reason),
                 invalidations: None,
+                circuits: circuits.clone(),
             }),
         )
     };
@@ -173,6 +215,7 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
                     crate::resolution::invalidation::ListenerState::Off => None,
                     other => Some(other.as_str()),
                 },
+                circuits,
             }),
         ),
         Ok(false) => not_ready("migrations not applied"),

@@ -112,14 +112,21 @@ impl C2sEvent {
         let id = match obj.get("id") {
             None | Some(Value::Null) => return Err(shape(format!("{at}id"), "is required")),
             Some(Value::String(s)) => s.clone(),
-            // Some senders serialize ids as numbers; the id is still unambiguous.
-            Some(Value::Number(n)) => n.to_string(),
+            // Some senders serialize ids as numbers; only an exact integer is unambiguous
+            // (99999999999999999999999 would read as the float 1e+23 and collide).
+            Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
+            Some(Value::Number(_)) => {
+                return Err(shape(
+                    format!("{at}id"),
+                    "must be a string or an integer of at most 19 digits",
+                ));
+            }
             Some(_) => return Err(shape(format!("{at}id"), "must be a string")),
         };
         let lead_id = LeadId::parse(&id).map_err(|_| {
             shape(
                 format!("{at}id"),
-                "must be a non-empty id without control characters",
+                "must be a non-empty id without control characters, other than . and ..",
             )
         })?;
         let action = match obj.get("hook_action") {
@@ -223,7 +230,18 @@ pub fn parse_updated_at(raw: &str) -> Option<OffsetDateTime> {
 
 /// Validates a whole request body (one event or an array) and turns it into inbox rows.
 /// All or nothing: one bad event rejects the request, so the sender's retry is whole.
+///
+/// A NUL character anywhere is refused (422) rather than stripped: Postgres cannot store it,
+/// and silently changing what the sender sent would make the stored payload lie.
 pub fn parse_body(body: &Value) -> Result<Vec<NewEvent>, ShapeError> {
+    if let Some(at) = crate::domain::text::find_nul(body) {
+        let field = if at.is_empty() {
+            "(body)".to_owned()
+        } else {
+            at
+        };
+        return Err(shape(field, "must not contain NUL characters"));
+    }
     let items: Vec<(&Value, String)> = match body {
         Value::Array(items) if items.is_empty() => {
             return Err(shape("(body)", "must hold at least one event"));
@@ -312,7 +330,7 @@ mod tests {
                 "attributes.updated_at",
             ),
             (
-                json!({"id": 1.5, "attributes": {"updated_at": "x"}}),
+                json!({"id": 15, "attributes": {"updated_at": "x"}}),
                 "attributes.updated_at",
             ),
             (json!({"id": true, "attributes": {}}), "id"),
@@ -327,6 +345,30 @@ mod tests {
             let err = parse_body(&body).expect_err(&body.to_string());
             assert_eq!(err.field, field, "{body}");
         }
+    }
+
+    #[test]
+    fn numeric_ids_are_kept_only_when_they_are_exact_integers() {
+        let event =
+            |id: Value| json!({"id": id, "attributes": {"updated_at": "2026-11-20T17:03:11Z"}});
+        let ok = parse_body(&event(json!(12345))).unwrap();
+        assert_eq!(ok[0].lead_id.as_str(), "12345");
+        for raw in ["99999999999999999999999", "1e23", "1.0", "-0.5"] {
+            let body: Value =
+                serde_json::from_str(&format!(r#"{{"id": {raw}, "attributes": {{}}}}"#)).unwrap();
+            let err = parse_body(&body).expect_err(raw);
+            assert_eq!(err.field, "id", "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_nul_anywhere_is_refused_with_its_place() {
+        let body = json!([
+            {"id": "1", "attributes": {"updated_at": "2026-11-20T17:03:11Z"}},
+            {"id": "2", "attributes": {"updated_at": "2026-11-20T17:03:11Z", "customer": {"name": "A\u{0}"}}}
+        ]);
+        let err = parse_body(&body).unwrap_err();
+        assert_eq!(err.field, "[1].attributes.customer.name");
     }
 
     #[test]
@@ -356,6 +398,20 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn any_json_body_is_accepted_or_refused_without_panicking(
+            body in crate::domain::text::any_json()
+        ) {
+            if let Ok(events) = parse_body(&body) {
+                for event in events {
+                    proptest::prop_assert!(
+                        crate::domain::text::find_nul(&event.payload).is_none()
+                    );
+                    proptest::prop_assert!(C2sEvent::from_payload(&event.payload, "").is_ok());
+                }
+            }
+        }
+
         #[test]
         fn every_updated_at_form_of_one_instant_parses_to_that_instant(
             secs in 946_684_800i64..4_102_444_800i64,

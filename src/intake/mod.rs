@@ -133,12 +133,12 @@ pub struct C2sEventDoc {
 #[utoipa::path(post, path = "/api/v1/webhooks/c2s", tag = "webhooks",
     request_body(content = C2sEventDoc, description = "one event, or an array of events", content_type = "application/json"),
     params(("token" = Option<String>, Query, description = "the webhook secret, when not sent in X-Webhook-Token")),
-    security((), ("webhook_token" = [])),
+    security(("webhook_token" = []), ("webhook_token_query" = [])),
     responses(
         (status = 202, body = IntakeResponse),
         (status = 400, description = "not JSON"),
         (status = 401, description = "missing or wrong secret"),
-        (status = 413, description = "body over the limit"),
+        (status = 413, description = "body over the byte limit, or more events than the batch cap"),
         (status = 415, description = "not application/json"),
         (status = 422, description = "JSON of the wrong shape; `field` names the problem"),
         (status = 503, description = "the database cannot take the write; retry"),
@@ -177,6 +177,10 @@ async fn accept_c2s(
         // serde_json's syntax errors give a position, never the input.
         ApiError::BadRequest(format!("body is not valid JSON: {e}"))
     })?;
+    let limit = state.settings.server.max_events_per_request;
+    if value.as_array().is_some_and(|events| events.len() > limit) {
+        return Err(ApiError::TooManyEvents { limit });
+    }
     let events = c2s::parse_body(&value).map_err(|e| ApiError::Unprocessable {
         field: e.field,
         problem: e.problem.to_owned(),

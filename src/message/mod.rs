@@ -51,6 +51,8 @@ const SAME_PERSON_HEADING: &str = "Telefone e e-mail da mesma pessoa";
 pub struct MessageRenderer {
     /// Holds the one compiled template; cheap to share, never mutated after `new`.
     env: Environment<'static>,
+    /// Longest message produced, in bytes ([`MAX_MESSAGE_BYTES`] unless configured).
+    max_bytes: usize,
 }
 
 /// Why a message could not be produced.
@@ -159,6 +161,19 @@ impl MessageRenderer {
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
         // Debug info would copy the context (personal data) into errors.
         env.set_debug(false);
+        // Every value printed comes from a sender or a provider: none may add a line (a fake
+        // "DADOS PESSOAIS" block) or reorder the text with bidi controls. The template's own
+        // newlines are untouched; only what `{{ … }}` prints is flattened.
+        env.set_formatter(|out, state, value| match value.as_str() {
+            Some(text) if crate::domain::text::has_hidden_controls(text) => {
+                minijinja::escape_formatter(
+                    out,
+                    state,
+                    &Value::from(crate::domain::text::single_line(text)),
+                )
+            }
+            _ => minijinja::escape_formatter(out, state, value),
+        });
         env.set_syntax(
             minijinja::syntax::SyntaxConfig::builder()
                 .trim_blocks(true)
@@ -169,7 +184,10 @@ impl MessageRenderer {
         );
         env.add_template_owned(TEMPLATE_NAME, template_source)
             .map_err(|e| MessageError::Template(e.to_string()))?;
-        let renderer = MessageRenderer { env };
+        let renderer = MessageRenderer {
+            env,
+            max_bytes: MAX_MESSAGE_BYTES,
+        };
         renderer.smoke_test()?;
         Ok(renderer)
     }
@@ -179,6 +197,13 @@ impl MessageRenderer {
         // Infallible in practice: DEFAULT_TEMPLATE is compiled into the binary and the test
         // `the_default_template_compiles` proves it compiles and renders the samples.
         Self::new(DEFAULT_TEMPLATE.to_owned()).expect("the built-in message template is valid")
+    }
+
+    /// The same renderer with another cap on the message size (at least 1 KiB, so the
+    /// marker and a readable start always fit).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes.max(1024);
+        self
     }
 
     /// Renders the message for a lead from what each of its contacts led to.
@@ -199,7 +224,7 @@ impl MessageRenderer {
         let text = template
             .render(ctx)
             .map_err(|e| describe_render_error(&e))?;
-        Ok(tidy(&text))
+        Ok(cap(tidy(&text), self.max_bytes))
     }
 
     /// Renders fixed sample data through every path of a typical template.
@@ -223,6 +248,25 @@ fn describe_render_error(err: &minijinja::Error) -> String {
 
 /// Strips trailing spaces, collapses runs of blank lines into one and drops leading and
 /// trailing blank lines, so operator templates need not be whitespace-perfect.
+/// Default longest message posted, in bytes (`ENRICHER__MESSAGE__MAX_BYTES`). Fields and lists
+/// are capped before they get here, so only an operator template that repeats itself reaches it.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// The text cut at `max` bytes on a character boundary, with a marker saying so.
+fn cap(mut text: String, max: usize) -> String {
+    const MARKER: &str = "\n[…]";
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max - MARKER.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(MARKER);
+    text
+}
+
 fn tidy(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut pending_blank = false;
@@ -716,6 +760,41 @@ mod tests {
             !text.contains("none"),
             "a missing value was printed:\n{text}"
         );
+    }
+
+    #[test]
+    fn values_with_newlines_escape_or_bidi_controls_cannot_add_lines_or_blocks() {
+        let mut spoofed = (*joao()).clone();
+        spoofed.name = Some("JOAO\n\n✅ DADOS PESSOAIS\nCPF: 000.000.000-00".into());
+        spoofed.mother_name = Some("ANA\u{1b}[2J\u{7}\u{202E}AVLIS".into());
+        let lead = "Maria\r\n\n✅ DADOS PESSOAIS\nCPF: 111.111.111-11\u{85}\u{2066}x";
+        let text = render(Some(lead), &[found(phone(), &Arc::new(spoofed))]);
+        let starting = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+        assert_eq!(starting("✅ DADOS PESSOAIS"), 1, "{text}");
+        assert_eq!(starting("CPF:"), 1, "{text}");
+        assert!(
+            !crate::domain::text::has_hidden_controls(&text.replace('\n', "")),
+            "{text:?}"
+        );
+        assert!(
+            text.starts_with("🔎 ENRIQUECIMENTO DE DADOS - Maria "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_message_never_exceeds_the_size_cap() {
+        let long = "{% for i in range(100000) %}ção{% endfor %}".to_owned();
+        let renderer = MessageRenderer::new(long).unwrap();
+        let text = renderer.render(None, &[]).unwrap();
+        assert!(text.len() <= MAX_MESSAGE_BYTES, "{}", text.len());
+        assert!(text.ends_with("[…]"));
+        let smaller =
+            MessageRenderer::new("{% for i in range(100000) %}ção{% endfor %}".to_owned())
+                .unwrap()
+                .with_max_bytes(2000);
+        let text = smaller.render(None, &[]).unwrap();
+        assert!(text.len() <= 2000 && text.len() > 1990, "{}", text.len());
     }
 
     fn count(text: &str, needle: &str) -> usize {

@@ -74,6 +74,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
         cache_weighted_bytes,
         negative_entries,
         inbox,
+        circuits: state
+            .guards
+            .iter()
+            .map(|g| (g.provider(), g.state().as_str()))
+            .collect(),
     });
     let mut response = text.into_response();
     response.headers_mut().insert(

@@ -1,8 +1,9 @@
 //! C2S API: posts the enrichment message on a lead. Bearer token.
 //!
 //! `POST {base}/integration/leads/{lead_id}/create_message` with `{"leadId", "body"}`; any
-//! 2xx is success. 429 (with `Retry-After`), 5xx and timeouts are transient, other 4xx
-//! permanent: delivery decides what to do with each.
+//! 2xx is success. 429 (with `Retry-After`), 5xx and connection failures are transient, other
+//! 4xx and 3xx permanent; a POST sent and never answered is [`ProviderError::Unanswered`]:
+//! delivery decides what to do with each.
 
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ impl Crm for C2sClient {
             .json(&serde_json::json!({ "leadId": lead.as_str(), "body": body }))
             .send()
             .await
-            .map_err(|e| ProviderError::from_reqwest(PROVIDER, &e))?;
+            .map_err(|e| ProviderError::from_reqwest_after_send(PROVIDER, &e))?;
         let status = response.status();
         if status.is_success() {
             Ok(())

@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{CpfCandidate, CpfLookup, ProviderError, http_client, read_json, send_lookup};
+use crate::domain::text::{MAX_FIELD_CHARS, clip};
 use crate::domain::{ContactKey, Cpf};
 
 const PROVIDER: &str = "diretrix";
@@ -21,6 +22,8 @@ pub struct DiretrixClient {
     base: url::Url,
     user: SecretString,
     password: SecretString,
+    /// Largest answer body read.
+    max_answer_bytes: usize,
 }
 
 impl DiretrixClient {
@@ -29,12 +32,14 @@ impl DiretrixClient {
         user: SecretString,
         password: SecretString,
         timeout: Duration,
+        max_answer_bytes: usize,
     ) -> Self {
         DiretrixClient {
             http: http_client(timeout),
             base,
             user,
             password,
+            max_answer_bytes,
         }
     }
 
@@ -72,7 +77,7 @@ fn first_valid(candidates: Vec<Candidate>) -> Option<CpfCandidate> {
         let cpf = Cpf::parse(&raw).ok()?;
         let name = c
             .nome
-            .map(|n| n.trim().to_owned())
+            .map(|n| clip(n.trim(), MAX_FIELD_CHARS).trim_end().to_owned())
             .filter(|n| !n.is_empty());
         Some(CpfCandidate { cpf, name })
     })
@@ -89,8 +94,13 @@ impl CpfLookup for DiretrixClient {
         let Some(response) = send_lookup(PROVIDER, request).await? else {
             return Ok(None);
         };
-        let candidates: Vec<Candidate> =
-            read_json(PROVIDER, response, "a JSON array of {nome, cpf}").await?;
+        let candidates: Vec<Candidate> = read_json(
+            PROVIDER,
+            response,
+            self.max_answer_bytes,
+            "a JSON array of {nome, cpf}",
+        )
+        .await?;
         Ok(first_valid(candidates))
     }
 }
@@ -106,6 +116,7 @@ mod tests {
             SecretString::from("u"),
             SecretString::from("p"),
             Duration::from_secs(1),
+            1024,
         )
     }
 

@@ -8,6 +8,7 @@
 
 pub mod c2s;
 pub mod diretrix;
+pub mod guard;
 pub mod sandbox;
 pub mod work_api;
 
@@ -43,6 +44,27 @@ pub enum ProviderError {
         provider: &'static str,
         detail: String,
     },
+    /// A 3xx: redirects are never followed (a 302 turned into a bodiless GET once looked like
+    /// a delivered message, and a 307 elsewhere would carry personal data off-site).
+    #[error("{provider}: answered with redirect {status}, not followed")]
+    Redirect { provider: &'static str, status: u16 },
+    /// A well-formed answer about someone else than asked (another CPF, or a CPF with bad
+    /// check digits): the provider cannot be trusted on this call, so nothing is kept.
+    #[error("{provider}: answer does not match the request: {detail}")]
+    Mismatch {
+        provider: &'static str,
+        detail: &'static str,
+    },
+    /// The request was sent and no answer came (a timeout or a dropped connection after
+    /// sending): it may or may not have taken effect.
+    #[error("{provider}: request sent, no answer (outcome unknown)")]
+    Unanswered { provider: &'static str },
+    /// The provider's circuit breaker is open after consecutive failures: not called at all.
+    #[error("{provider}: circuit open after repeated failures, not called")]
+    CircuitOpen {
+        provider: &'static str,
+        retry_after: Duration,
+    },
 }
 
 impl ProviderError {
@@ -54,6 +76,7 @@ impl ProviderError {
                 | ProviderError::RateLimited { .. }
                 | ProviderError::Server { .. }
                 | ProviderError::Connect { .. }
+                | ProviderError::CircuitOpen { .. }
         )
     }
 
@@ -62,6 +85,7 @@ impl ProviderError {
         match self {
             ProviderError::RateLimited { retry_after, .. }
             | ProviderError::Server { retry_after, .. } => *retry_after,
+            ProviderError::CircuitOpen { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -75,6 +99,23 @@ impl ProviderError {
             ProviderError::Client { .. } => "4xx",
             ProviderError::Connect { .. } => "connect",
             ProviderError::Decode { .. } => "decode",
+            ProviderError::Redirect { .. } => "3xx",
+            ProviderError::Mismatch { .. } => "mismatch",
+            ProviderError::Unanswered { .. } => "unanswered",
+            ProviderError::CircuitOpen { .. } => "circuit_open",
+        }
+    }
+
+    /// For a request that changes something (the CRM POST): an error after the request left
+    /// means its outcome is unknown, unlike a connection that never opened.
+    pub(crate) fn from_reqwest_after_send(
+        provider: &'static str,
+        e: &reqwest::Error,
+    ) -> ProviderError {
+        if e.is_connect() {
+            ProviderError::Connect { provider }
+        } else {
+            ProviderError::Unanswered { provider }
         }
     }
 
@@ -99,7 +140,12 @@ impl ProviderError {
         headers: &reqwest::header::HeaderMap,
     ) -> ProviderError {
         let retry_after = retry_after(headers);
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        if status.is_redirection() {
+            ProviderError::Redirect {
+                provider,
+                status: status.as_u16(),
+            }
+        } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             ProviderError::RateLimited {
                 provider,
                 retry_after,
@@ -185,21 +231,60 @@ pub(crate) async fn send_lookup(
     Ok(Some(response))
 }
 
-/// Reads a JSON body; `expected` says what should have come, without echoing what did.
+/// Reads at most `limit` bytes of body, streamed, so a huge answer is refused without being
+/// held in memory. A body that stalls past the client's timeout is a timeout (transient),
+/// not an unreadable answer.
+pub(crate) async fn read_body(
+    provider: &'static str,
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ProviderError> {
+    let too_large = || ProviderError::Decode {
+        provider,
+        detail: format!("answer larger than {limit} bytes"),
+    };
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ProviderError::from_reqwest(provider, &e))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads a JSON body of at most `limit` bytes; `expected` says what should have come,
+/// without echoing what did.
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     provider: &'static str,
     response: reqwest::Response,
+    limit: usize,
     expected: &str,
 ) -> Result<T, ProviderError> {
-    response.json().await.map_err(|_| ProviderError::Decode {
+    let body = read_body(provider, response, limit).await?;
+    let unreadable = || ProviderError::Decode {
         provider,
         detail: format!("expected {expected}"),
-    })
+    };
+    let mut value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| unreadable())?;
+    // A NUL cannot be stored (Postgres refuses it in text and JSON); failing the store after
+    // paying would pay again on every attempt, so it goes before anything sees the answer.
+    crate::domain::text::strip_nul(&mut value);
+    serde_json::from_value(value).map_err(|_| unreadable())
 }
 
-/// A reqwest client with the provider's timeout. rustls with the system roots.
+/// A reqwest client with the provider's timeout. rustls with the system roots. Redirects are
+/// never followed: a 3xx is an error like any other non-2xx.
 pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .user_agent(concat!("enricher/", env!("CARGO_PKG_VERSION")))

@@ -19,15 +19,40 @@ pub struct WorkApiClient {
     http: reqwest::Client,
     base: url::Url,
     token: SecretString,
+    /// Largest answer body read.
+    max_answer_bytes: usize,
 }
 
 impl WorkApiClient {
-    pub fn new(base: url::Url, token: SecretString, timeout: Duration) -> Self {
+    pub fn new(
+        base: url::Url,
+        token: SecretString,
+        timeout: Duration,
+        max_answer_bytes: usize,
+    ) -> Self {
         WorkApiClient {
             http: http_client(timeout),
             base,
             token,
+            max_answer_bytes,
         }
+    }
+}
+
+/// The answer must be about the CPF asked for: an answer naming someone else (or a CPF that
+/// cannot exist) would be stored and posted as this person's data.
+fn check_answer_is_for(asked: &Cpf, answer: &WorkApiAnswer) -> Result<(), ProviderError> {
+    let WorkApiAnswer::Found(person) = answer else {
+        return Ok(());
+    };
+    let mismatch = |detail| ProviderError::Mismatch {
+        provider: PROVIDER,
+        detail,
+    };
+    match Cpf::parse(&person.cpf) {
+        Err(_) => Err(mismatch("the answer's CPF has invalid check digits")),
+        Ok(got) if got != *asked => Err(mismatch("the answer is about another CPF")),
+        Ok(_) => Ok(()),
     }
 }
 
@@ -47,11 +72,42 @@ impl PersonData for WorkApiClient {
         let Some(response) = send_lookup(PROVIDER, request).await? else {
             return Ok((serde_json::Value::Null, WorkApiAnswer::NotFound));
         };
-        let body: serde_json::Value = read_json(PROVIDER, response, "a JSON object").await?;
+        let body: serde_json::Value =
+            read_json(PROVIDER, response, self.max_answer_bytes, "a JSON object").await?;
         let answer = Person::from_work_api(&body).map_err(|e| ProviderError::Decode {
             provider: PROVIDER,
             detail: e.to_string(),
         })?;
+        check_answer_is_for(cpf, &answer)?;
         Ok((body, answer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(cpf: &str) -> WorkApiAnswer {
+        let body = serde_json::json!({"DadosBasicos": {"cpf": cpf, "nome": "X"}});
+        Person::from_work_api(&body).unwrap()
+    }
+
+    #[test]
+    fn only_an_answer_about_the_cpf_asked_for_is_accepted() {
+        let asked = Cpf::parse("52601815906").unwrap();
+        assert_eq!(
+            check_answer_is_for(&asked, &answer("526.018.159-06")),
+            Ok(())
+        );
+        assert_eq!(
+            check_answer_is_for(&asked, &WorkApiAnswer::NotFound),
+            Ok(())
+        );
+        for other in ["09925419050", "52601815900"] {
+            let err = check_answer_is_for(&asked, &answer(other)).unwrap_err();
+            assert_eq!(err.class(), "mismatch", "{other}");
+            assert!(!err.is_transient());
+            assert!(!err.to_string().contains(other), "no CPF in the error");
+        }
     }
 }

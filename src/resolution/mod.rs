@@ -41,8 +41,8 @@ pub enum ResolveError {
 impl ResolveError {
     pub fn is_transient(&self) -> bool {
         match self {
-            // The database coming back is always worth waiting for.
-            ResolveError::Store(_) => true,
+            // The database coming back is worth waiting for; data it refuses is not.
+            ResolveError::Store(e) => e.is_transient(),
             ResolveError::Provider(p) => p.is_transient(),
         }
     }

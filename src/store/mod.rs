@@ -37,6 +37,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("database error: {0}")]
     Database(String),
+    /// The database refused the data itself (Postgres SQLSTATE class 22, "data exception":
+    /// a NUL in text, a value out of range): trying again with the same data cannot succeed.
+    #[error("data refused by the database: {0}")]
+    Rejected(String),
     #[error("migration failed: {0}")]
     Migration(String),
     /// A row read back did not hold what the schema promises.
@@ -59,12 +63,24 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
             // Database messages can echo values (a unique violation names the key), so
             // only the code travels.
-            sqlx::Error::Database(db) => StoreError::Database(format!(
-                "code {}",
-                db.code().as_deref().unwrap_or("unknown")
-            )),
+            sqlx::Error::Database(db) => {
+                let code = db.code().as_deref().unwrap_or("unknown").to_owned();
+                if code.len() == 5 && code.starts_with("22") {
+                    StoreError::Rejected(format!("code {code}"))
+                } else {
+                    StoreError::Database(format!("code {code}"))
+                }
+            }
             other => StoreError::Database(other.to_string()),
         }
+    }
+}
+
+impl StoreError {
+    /// Worth trying again: everything except data the database refuses. After a paid
+    /// answer, retrying a refusal would buy the same answer again on every attempt.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, StoreError::Rejected(_))
     }
 }
 
@@ -117,6 +133,9 @@ pub struct ClaimedEvent {
     /// Set while a POST to the CRM is under way; found set at claim time, it means the
     /// process stopped mid-delivery and the outcome is unknown.
     pub send_started: bool,
+    /// POSTs of this event sent without an answer so far (see
+    /// [`Store::note_unknown_outcome`]); replays reset it.
+    pub unknown_outcomes: i32,
 }
 
 /// How a worker leaves an event.
@@ -129,6 +148,9 @@ pub enum Finish {
     },
     /// Try again at `at`; counts one failed attempt.
     Retry { at: OffsetDateTime, error: String },
+    /// Try again at `at` without counting an attempt: the provider was not called (its
+    /// circuit is open), so the event waits for it instead of spending its attempts.
+    Park { at: OffsetDateTime, error: String },
     /// Given up; an operator can list and replay it.
     Dead { reason: String },
 }
@@ -423,6 +445,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks that a POST is about to leave. Returns false when the claim was lost.
     async fn mark_sending(&self, event: &ClaimedEvent) -> Result<bool, StoreError>;
+
+    /// Counts one POST of this event whose outcome is unknown (sent, never answered), before
+    /// it is posted again. Returns false when the claim was lost.
+    async fn note_unknown_outcome(&self, event: &ClaimedEvent) -> Result<bool, StoreError>;
 
     /// Leaves the event done, due again later, or dead. Returns false when the claim was lost.
     async fn finish(&self, event: &ClaimedEvent, finish: Finish) -> Result<bool, StoreError>;

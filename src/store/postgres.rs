@@ -93,7 +93,7 @@ impl PgStore {
 }
 
 const EVENT_COLUMNS: &str = "id, source, lead_id, event_at, action, payload, attempts, \
-     contact_set, message, (send_started_at IS NOT NULL) AS send_started";
+     contact_set, message, (send_started_at IS NOT NULL) AS send_started, unknown_outcomes";
 
 fn claimed_from_row(row: &sqlx::postgres::PgRow, claim: Uuid) -> Result<ClaimedEvent, StoreError> {
     Ok(ClaimedEvent {
@@ -108,6 +108,7 @@ fn claimed_from_row(row: &sqlx::postgres::PgRow, claim: Uuid) -> Result<ClaimedE
         contact_set: row.try_get("contact_set")?,
         message: row.try_get("message")?,
         send_started: row.try_get("send_started")?,
+        unknown_outcomes: row.try_get("unknown_outcomes")?,
     })
 }
 
@@ -168,7 +169,8 @@ async fn insert_contact(
 /// `last_error`.
 const REPLAY: &str = "UPDATE webhook_inbox
     SET state = 'pending', attempts = 0, next_attempt_at = now(), claim_token = NULL,
-        lease_until = NULL, send_started_at = NULL, outcome = NULL, updated_at = now()
+        lease_until = NULL, send_started_at = NULL, unknown_outcomes = 0, outcome = NULL,
+        updated_at = now()
   WHERE state = 'dead'";
 
 fn person_from_data(data: Value) -> Result<Person, StoreError> {
@@ -340,6 +342,19 @@ impl Store for PgStore {
         Ok(n == 1)
     }
 
+    async fn note_unknown_outcome(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE webhook_inbox SET unknown_outcomes = unknown_outcomes + 1
+             WHERE id = $1 AND claim_token = $2 AND state = 'processing'",
+        )
+        .bind(event.id)
+        .bind(event.claim)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
     async fn finish(&self, event: &ClaimedEvent, finish: Finish) -> Result<bool, StoreError> {
         let q = match finish {
             Finish::Done {
@@ -361,6 +376,17 @@ impl Store for PgStore {
             Finish::Retry { at, error } => sqlx::query(
                 "UPDATE webhook_inbox
                     SET state = 'pending', attempts = attempts + 1, next_attempt_at = $3,
+                        last_error = $4, send_started_at = NULL, claim_token = NULL,
+                        lease_until = NULL, updated_at = now()
+                  WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(event.id)
+            .bind(event.claim)
+            .bind(at)
+            .bind(error),
+            Finish::Park { at, error } => sqlx::query(
+                "UPDATE webhook_inbox
+                    SET state = 'pending', next_attempt_at = $3,
                         last_error = $4, send_started_at = NULL, claim_token = NULL,
                         lease_until = NULL, updated_at = now()
                   WHERE id = $1 AND claim_token = $2",

@@ -98,7 +98,7 @@ impl SqliteStore {
 }
 
 const EVENT_COLUMNS: &str = "id, source, lead_id, event_at, action, payload, attempts, \
-     contact_set, message, (send_started_at IS NOT NULL) AS send_started";
+     contact_set, message, (send_started_at IS NOT NULL) AS send_started, unknown_outcomes";
 
 const RECORD_COLUMNS: &str = "id, source, lead_id, event_at, action, state, attempts, outcome, \
      last_error, (delivered_at IS NOT NULL) AS delivered";
@@ -120,6 +120,7 @@ fn claimed_from_row(
         contact_set: row.try_get("contact_set")?,
         message: row.try_get("message")?,
         send_started: row.try_get("send_started")?,
+        unknown_outcomes: row.try_get("unknown_outcomes")?,
     })
 }
 
@@ -218,7 +219,8 @@ async fn negative_exists(pool: &SqlitePool, kind: &str, value: &str) -> Result<b
 /// `contact_set` and `last_error`.
 const REPLAY: &str = "UPDATE webhook_inbox
     SET state = 'pending', attempts = 0, next_attempt_at = $1, claim_token = NULL,
-        lease_until = NULL, send_started_at = NULL, outcome = NULL, updated_at = $1
+        lease_until = NULL, send_started_at = NULL, unknown_outcomes = 0, outcome = NULL,
+        updated_at = $1
   WHERE state = 'dead'";
 
 /// Party ids per `IN (...)` list: well under SQLite's bound-parameter limit.
@@ -385,6 +387,19 @@ impl Store for SqliteStore {
         Ok(n == 1)
     }
 
+    async fn note_unknown_outcome(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE webhook_inbox SET unknown_outcomes = unknown_outcomes + 1
+             WHERE id = $1 AND claim_token = $2 AND state = 'processing'",
+        )
+        .bind(event.id)
+        .bind(event.claim.to_string())
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
     async fn finish(&self, event: &ClaimedEvent, finish: Finish) -> Result<bool, StoreError> {
         let at = now();
         let claim = event.claim.to_string();
@@ -409,6 +424,18 @@ impl Store for SqliteStore {
             Finish::Retry { at: due, error } => sqlx::query(
                 "UPDATE webhook_inbox
                     SET state = 'pending', attempts = attempts + 1, next_attempt_at = $3,
+                        last_error = $4, send_started_at = NULL, claim_token = NULL,
+                        lease_until = NULL, updated_at = $5
+                  WHERE id = $1 AND claim_token = $2",
+            )
+            .bind(event.id)
+            .bind(claim)
+            .bind(micros(due))
+            .bind(error)
+            .bind(at),
+            Finish::Park { at: due, error } => sqlx::query(
+                "UPDATE webhook_inbox
+                    SET state = 'pending', next_attempt_at = $3,
                         last_error = $4, send_started_at = NULL, claim_token = NULL,
                         lease_until = NULL, updated_at = $5
                   WHERE id = $1 AND claim_token = $2",

@@ -137,6 +137,10 @@ pub async fn process(state: &AppState, event: ClaimedEvent, lease: Duration) {
             state.metrics.event_finished("retry", "retry");
             tracing::warn!(error = %error, retry_at = %at, "event will be retried");
         }
+        Finish::Park { error, at } => {
+            state.metrics.event_finished("retry", "parked");
+            tracing::warn!(error = %error, retry_at = %at, "event parked until the provider's circuit closes");
+        }
         Finish::Dead { reason } => {
             state.metrics.event_finished("dead", "dead");
             tracing::error!(reason = %reason, "event dead-lettered");
@@ -159,11 +163,26 @@ async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
             contact_set: None,
         };
     }
-    if event.send_started {
-        return Finish::Dead {
-            reason: UNKNOWN_OUTCOME.into(),
+    // Claimed with the "sending" mark still set: a process stopped mid-POST. Same rule as an
+    // unanswered POST (see `delivery`): post again within the allowance, else dead-letter.
+    let counted;
+    let event = if event.send_started {
+        if event.message.is_none() {
+            return Finish::Dead {
+                reason: UNKNOWN_OUTCOME.into(),
+            };
+        }
+        if let Err(finish) = delivery::after_unknown_outcome(state, event).await {
+            return finish;
+        }
+        counted = ClaimedEvent {
+            unknown_outcomes: event.unknown_outcomes + 1,
+            ..event.clone()
         };
-    }
+        &counted
+    } else {
+        event
+    };
     let parsed = match C2sEvent::from_payload(&event.payload, "") {
         Ok(p) => p,
         Err(e) => {
@@ -261,7 +280,13 @@ async fn prepare(
         .await
     {
         Ok(_) => Ok(Prepared::Send(message)),
-        Err(e) => Err(transient(state, event, format!("store: {e}"))),
+        Err(e) => Err(after_failure(
+            &state.settings.delivery,
+            event,
+            e.is_transient(),
+            None,
+            format!("store: {e}"),
+        )),
     }
 }
 

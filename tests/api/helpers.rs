@@ -592,6 +592,11 @@ pub fn test_settings(
         ("ENRICHER__DELIVERY__BASE_DELAY_MS", "20".to_owned()),
         ("ENRICHER__DELIVERY__MAX_DELAY_SECS", "1".to_owned()),
         ("ENRICHER__DELIVERY__MAX_ATTEMPTS", "4".to_owned()),
+        // A breaker opened by a test's deliberate failures lets a probe through quickly, so
+        // only the tests about the breaker wait on it.
+        ("ENRICHER__DIRETRIX__BREAKER_OPEN_SECS", "1".to_owned()),
+        ("ENRICHER__WORK_API__BREAKER_OPEN_SECS", "1".to_owned()),
+        ("ENRICHER__C2S__BREAKER_OPEN_SECS", "1".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
