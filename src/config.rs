@@ -209,6 +209,9 @@ pub struct ServerSettings {
     /// How long a client may take to send a request's headers, and how long an idle
     /// keep-alive connection stays open waiting for the next request.
     pub header_read_timeout_secs: u64,
+    /// Largest request head (request line and headers) read, in bytes; past it HTTP/1 answers
+    /// 431 and HTTP/2 refuses the stream.
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -473,6 +476,13 @@ impl Settings {
             }
         }
 
+        // hyper reads HTTP/1 heads into a buffer of at least 8 KiB.
+        if self.server.max_header_bytes < 8192 {
+            return Err(ConfigError::Invalid {
+                name: "ENRICHER__SERVER__MAX_HEADER_BYTES",
+                reason: "must be at least 8192".into(),
+            });
+        }
         if self.server.header_read_timeout_secs == 0 {
             return Err(ConfigError::Invalid {
                 name: "ENRICHER__SERVER__HEADER_READ_TIMEOUT_SECS",

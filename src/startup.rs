@@ -310,6 +310,7 @@ impl Application {
                 state.settings.server.header_read_timeout_secs,
             ),
             grace: Duration::from_secs(state.settings.workers.drain_secs),
+            max_header_bytes: state.settings.server.max_header_bytes,
         };
         let metrics_app = crate::operators::metrics_router(state.clone());
         let metrics_stop = shutdown.clone();

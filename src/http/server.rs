@@ -28,6 +28,8 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// How long open connections may take to finish once shutdown begins.
     pub grace: Duration,
+    /// Largest request head read (HTTP/1 buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then closes every connection
@@ -42,13 +44,15 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
     // HTTP/2 has no header timer; pings find peers that vanished.
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.header_read_timeout)
-        .keep_alive_timeout(limits.header_read_timeout);
+        .keep_alive_timeout(limits.header_read_timeout)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
 

@@ -309,6 +309,18 @@ async fn a_client_request_id_too_long_or_with_odd_characters_is_replaced() {
 }
 
 #[tokio::test]
+async fn a_request_head_over_the_configured_size_is_refused_with_431() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.server.max_header_bytes = 8192).await;
+    let health = format!("{}/health", app.address);
+    let send = |value: String| app.http.get(&health).header("x-padding", value).send();
+    assert_eq!(send("a".repeat(4_000)).await.unwrap().status(), 200);
+    let refused = send("a".repeat(64 * 1024)).await.unwrap();
+    assert_eq!(refused.status(), 431);
+    // The connection that carried it is gone, the server is not.
+    assert_eq!(send("a".repeat(100)).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
 async fn the_openapi_document_marks_the_webhook_token_as_required() {
     let app = spawn_app(Backend::Sqlite).await;
     let doc: serde_json::Value = app
