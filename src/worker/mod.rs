@@ -80,10 +80,13 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     tracing::info!("workers stopped");
 }
 
-/// Deletes old done events once an hour, so the inbox does not grow without bound.
+/// Once an hour: deletes old done events, so the inbox does not grow without bound, and
+/// purges the raw payloads of done events past payload retention, so personal data in the
+/// inbox is not kept longer than promised. The first round runs at start.
 pub async fn prune(state: AppState, shutdown: CancellationToken) {
     let days = state.settings.workers.retention_days;
-    if days == 0 {
+    let payload_days = state.settings.workers.payload_retention_days;
+    if days == 0 && payload_days == 0 {
         return;
     }
     let mut every = tokio::time::interval(Duration::from_secs(3600));
@@ -92,11 +95,25 @@ pub async fn prune(state: AppState, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {}
         }
-        let cutoff = time::OffsetDateTime::now_utc() - Duration::from_secs(days * 86_400);
-        match state.store.prune_done(cutoff).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, days, "old done events pruned"),
-            Err(e) => tracing::warn!(error = %e, "pruning old events failed"),
+        let now = time::OffsetDateTime::now_utc();
+        if payload_days > 0 {
+            let cutoff = now - Duration::from_secs(payload_days * 86_400);
+            match state.store.purge_payloads(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    state.metrics.payloads_purged(n);
+                    tracing::info!(purged = n, days = payload_days, "old inbox payloads purged");
+                }
+                Err(e) => tracing::warn!(error = %e, "purging old inbox payloads failed"),
+            }
+        }
+        if days > 0 {
+            let cutoff = now - Duration::from_secs(days * 86_400);
+            match state.store.prune_done(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, days, "old done events pruned"),
+                Err(e) => tracing::warn!(error = %e, "pruning old events failed"),
+            }
         }
     }
 }

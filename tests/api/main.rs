@@ -12,4 +12,5 @@ mod logs;
 mod operators;
 mod pipeline;
 mod process;
+mod retention;
 mod store;
