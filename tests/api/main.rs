@@ -12,5 +12,6 @@ mod logs;
 mod operators;
 mod pipeline;
 mod process;
+mod properties;
 mod retention;
 mod store;
