@@ -10,6 +10,7 @@ mod helpers;
 mod intake;
 mod logs;
 mod operators;
+mod outage;
 mod pipeline;
 mod process;
 mod properties;
