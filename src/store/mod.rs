@@ -534,6 +534,14 @@ pub trait Store: Send + Sync + 'static {
     /// one may be replayed, which needs its message). `updated_at` is left as it was.
     /// Works in batches of [`PURGE_BATCH`]; returns how many payloads were purged.
     async fn purge_payloads(&self, older_than: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Hands a claimed event back at shutdown, when its worker was stopped before it ended:
+    /// pending, due now, no claim or lease, attempts unchanged (nothing failed), so the next
+    /// process takes it at once instead of after the lease. Only while the claim is still
+    /// ours and no POST is under way: an event with the "sending" mark keeps its claim and
+    /// comes back when the lease runs out, under the unknown-outcome rule. Returns whether
+    /// it was handed back.
+    async fn release(&self, event: &ClaimedEvent) -> Result<bool, StoreError>;
 }
 
 /// Opens the backend the URL names. Does not migrate.

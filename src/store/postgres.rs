@@ -834,4 +834,19 @@ impl Store for PgStore {
             }
         }
     }
+
+    async fn release(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE webhook_inbox
+                SET state = 'pending', claim_token = NULL, lease_until = NULL,
+                    next_attempt_at = now(), updated_at = now()
+              WHERE id = $1 AND claim_token = $2 AND send_started_at IS NULL",
+        )
+        .bind(event.id)
+        .bind(event.claim)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
 }

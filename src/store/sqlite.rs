@@ -923,4 +923,20 @@ impl Store for SqliteStore {
             }
         }
     }
+
+    async fn release(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE webhook_inbox
+                SET state = 'pending', claim_token = NULL, lease_until = NULL,
+                    next_attempt_at = $3, updated_at = $3
+              WHERE id = $1 AND claim_token = $2 AND send_started_at IS NULL",
+        )
+        .bind(event.id)
+        .bind(event.claim.to_string())
+        .bind(now())
+        .execute(&self.writer)
+        .await?
+        .rows_affected()
+            == 1)
+    }
 }

@@ -6,6 +6,7 @@
 //! bound how many run here. On shutdown it stops claiming and lets in-flight events finish for
 //! up to `workers.drain_secs`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     let lease = Duration::from_secs(settings.lease_secs);
     let poll = Duration::from_millis(settings.poll_interval_ms);
     let mut tasks = JoinSet::new();
+    // Events whose task has not ended yet: what a drain that times out hands back.
+    let in_hand: Arc<std::sync::Mutex<HashMap<i64, ClaimedEvent>>> = Arc::default();
     tracing::info!(concurrency = settings.concurrency, "workers started");
 
     while !shutdown.is_cancelled() {
@@ -43,8 +46,12 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
                             break;
                         };
                         let state = state.clone();
+                        let in_hand = in_hand.clone();
+                        lock(&in_hand).insert(event.id, event.clone());
                         tasks.spawn(async move {
+                            let id = event.id;
                             process(&state, event).await;
+                            lock(&in_hand).remove(&id);
                             drop(permit);
                         });
                     }
@@ -71,13 +78,31 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     let drained =
         tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::warn!(
-            left = tasks.len(),
-            "drain timed out; unfinished events return when their lease expires"
-        );
         tasks.shutdown().await;
+        let left: Vec<ClaimedEvent> = lock(&in_hand).drain().map(|(_, e)| e).collect();
+        let mut handed_back = 0;
+        for event in &left {
+            match state.store.release(event).await {
+                Ok(true) => handed_back += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(event = event.id, error = %e, "handing an event back failed")
+                }
+            }
+        }
+        tracing::warn!(
+            left = left.len(),
+            handed_back,
+            "drain timed out; unfinished events handed back (one mid-POST returns when its lease expires)"
+        );
     }
     tracing::info!("workers stopped");
+}
+
+/// The map of events in hand; a task that panicked while holding it leaves nothing half-done
+/// in it, so a poisoned lock is still usable.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Once an hour: deletes old done events, so the inbox does not grow without bound, and

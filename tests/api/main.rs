@@ -15,4 +15,5 @@ mod pipeline;
 mod process;
 mod properties;
 mod retention;
+mod shutdown;
 mod store;
