@@ -285,9 +285,16 @@ struct ProviderHarness {
     server: MockServer,
 }
 
-fn harness() -> &'static ProviderHarness {
-    static HARNESS: OnceLock<ProviderHarness> = OnceLock::new();
-    HARNESS.get_or_init(|| {
+/// One harness per provider test, so the two (run in parallel) never reset each other's mock.
+#[derive(Clone, Copy)]
+enum Provider {
+    Diretrix = 0,
+    WorkApi = 1,
+}
+
+fn harness(provider: Provider) -> &'static ProviderHarness {
+    static HARNESSES: [OnceLock<ProviderHarness>; 2] = [OnceLock::new(), OnceLock::new()];
+    HARNESSES[provider as usize].get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -299,8 +306,8 @@ fn harness() -> &'static ProviderHarness {
 }
 
 /// Sets the body every request gets (status 200, JSON content type), for one case.
-fn answer_with(body: Vec<u8>) -> &'static ProviderHarness {
-    let h = harness();
+fn answer_with(provider: Provider, body: Vec<u8>) -> &'static ProviderHarness {
+    let h = harness(provider);
     h.runtime.block_on(async {
         h.server.reset().await;
         Mock::given(matchers::any())
@@ -332,7 +339,7 @@ proptest! {
     fn any_diretrix_answer_is_a_candidate_nobody_or_a_decode_error_never_a_panic(
         body in answer_body("diretrix_found.json"),
     ) {
-        let h = answer_with(body);
+        let h = answer_with(Provider::Diretrix, body);
         let client = DiretrixClient::new(
             h.server.uri().parse().unwrap(),
             "user".to_owned().into(),
@@ -352,7 +359,7 @@ proptest! {
     fn any_work_api_body_is_a_person_nobody_or_a_decode_error_never_a_panic(
         body in answer_body("work_api_person.json"),
     ) {
-        let h = answer_with(body);
+        let h = answer_with(Provider::WorkApi, body);
         let client = WorkApiClient::new(
             h.server.uri().parse().unwrap(),
             "token".to_owned().into(),
