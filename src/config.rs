@@ -328,6 +328,9 @@ pub struct WorkerSettings {
     pub drain_secs: u64,
     /// Done events older than this are deleted (each lead's latest is kept); 0 keeps all.
     pub retention_days: u64,
+    /// Raw payloads (the CRM's copy of the customer) and rendered messages of done events
+    /// are purged after this many days; the rows stay for duplicate detection. 0 keeps them.
+    pub payload_retention_days: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -303,6 +303,11 @@ impl Metrics {
         }
     }
 
+    /// Inbox payloads purged by retention.
+    pub fn payloads_purged(&self, n: u64) {
+        self.counter("enricher_payloads_purged_total", &[], n);
+    }
+
     /// Lookups per result for one kind, since start.
     pub fn tier_counts(&self, kind: LookupKind) -> TierCounts {
         let row = &self.lookups[kind as usize];

@@ -30,6 +30,34 @@ use crate::store::{DynStore, LockSpace, Lookup, StoreError};
 
 use self::invalidation::{Invalidation, ListenerStatus};
 
+/// How long a paid answer's write keeps being retried while the database is unreachable.
+/// Giving up means the event is retried and the provider paid again, so this covers a
+/// database restart or failover (seconds); the event's lease is renewed by its heartbeat
+/// meanwhile, so no other instance takes the event over while the answer waits here.
+const STORE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs a write of a paid answer until it succeeds, fails for another reason than the
+/// database being unreachable, or [`STORE_PATIENCE`] runs out. The answer stays in this
+/// single-flight load meanwhile, so every waiter gets it once it is stored.
+async fn keep_trying<F, Fut>(mut write: F) -> Result<(), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let deadline = Instant::now() + STORE_PATIENCE;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Err(StoreError::Unavailable(e)) if Instant::now() + pause < deadline => {
+                tracing::warn!(error = %e, "storing a paid answer failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ResolveError {
     #[error(transparent)]
@@ -327,9 +355,8 @@ impl Resolver {
             Some(c) => Lookup::Found((c.cpf, c.name)),
             None => Lookup::NotFound,
         };
-        self.store
-            .record_contact(key, &answer, self.negative_until())
-            .await?;
+        let until = self.negative_until();
+        keep_trying(|| self.store.record_contact(key, &answer, until)).await?;
         let answer = match answer {
             Lookup::Found((cpf, _)) => Lookup::Found(cpf),
             Lookup::NotFound => Lookup::NotFound,
@@ -347,9 +374,8 @@ impl Resolver {
             WorkApiAnswer::Found(person) => Lookup::Found((raw, person)),
             WorkApiAnswer::NotFound => Lookup::NotFound,
         };
-        self.store
-            .record_person(cpf, &answer, "work_api", self.negative_until())
-            .await?;
+        let until = self.negative_until();
+        keep_trying(|| self.store.record_person(cpf, &answer, "work_api", until)).await?;
         // Another instance may still hold an older answer in memory (data past `max_age`,
         // or the answer a refresh replaces): it drops it and reads this one.
         self.broadcast(Invalidation::Keys(vec![

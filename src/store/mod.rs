@@ -277,6 +277,24 @@ pub(crate) fn redact_payload(payload: &Value) -> Value {
     Value::Object(out)
 }
 
+/// The key a payload emptied by retention carries (`"purged": true`) beside the erased mark:
+/// the payload holds no personal data either way, and this says it went by age rather than
+/// by an erasure request.
+pub const PURGED_MARK: &str = "purged";
+
+/// An inbox payload past retention: [`redact_payload`]'s shape (lead id, action, `updated_at`,
+/// the erased mark, so a refresh copying it posts nothing) plus [`PURGED_MARK`].
+pub(crate) fn purge_payload(payload: &Value) -> Value {
+    let mut out = redact_payload(payload);
+    if let Value::Object(map) = &mut out {
+        map.insert(PURGED_MARK.to_owned(), Value::Bool(true));
+    }
+    out
+}
+
+/// Events purged per transaction, so one purge never holds a long lock on the inbox.
+pub(crate) const PURGE_BATCH: i64 = 500;
+
 /// An inbox row as erasure scans it: who it is, and the contacts it carries (the customer's
 /// raw phone and e-mail from the payload, and the canonical contact set once processed).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -588,6 +606,24 @@ pub trait Store: Send + Sync + 'static {
     /// (it answers duplicate deliveries and "did the contacts change?"). Pending, processing
     /// and dead events are never deleted. Returns how many went.
     async fn prune_done(&self, older_than: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Retention of the raw payloads (the CRM's copy of the customer): every done event
+    /// last touched before `older_than` whose payload is not already redacted gets
+    /// [`purge_payload`]'s payload and loses its rendered message; its contact set goes too
+    /// unless it is the lead's latest one ("did the contacts change?" compares against it).
+    /// The row itself stays, with source, lead id and `event_at`, so duplicate deliveries
+    /// are still recognized. Pending, processing and dead events are never touched (a dead
+    /// one may be replayed, which needs its message). `updated_at` is left as it was.
+    /// Works in batches of [`PURGE_BATCH`]; returns how many payloads were purged.
+    async fn purge_payloads(&self, older_than: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Hands a claimed event back at shutdown, when its worker was stopped before it ended:
+    /// pending, due now, no claim or lease, attempts unchanged (nothing failed), so the next
+    /// process takes it at once instead of after the lease. Only while the claim is still
+    /// ours and no POST is under way: an event with the "sending" mark keeps its claim and
+    /// comes back when the lease runs out, under the unknown-outcome rule. Returns whether
+    /// it was handed back.
+    async fn release(&self, event: &ClaimedEvent) -> Result<bool, StoreError>;
 }
 
 /// Opens the backend the URL names. Does not migrate.

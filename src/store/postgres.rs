@@ -21,9 +21,9 @@ use uuid::Uuid;
 
 use super::{
     AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InboxContacts, InsertOutcome, KeyLock,
-    LeadLink, LockSpace, Lookup, NewEvent, PartyCounts, Replay, Store, StoreError, StoredPerson,
-    Subscription, WarmPerson, contact_keys_of, erasure_scope, keys_by_party, person_contacts,
-    redact_payload,
+    LeadLink, LockSpace, Lookup, NewEvent, PURGE_BATCH, PartyCounts, Replay, Store, StoreError,
+    StoredPerson, Subscription, WarmPerson, contact_keys_of, erasure_scope, keys_by_party,
+    person_contacts, purge_payload, redact_payload,
 };
 use crate::domain::{ContactKey, Cpf, Person};
 
@@ -963,6 +963,62 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?
         .rows_affected())
+    }
+
+    async fn purge_payloads(&self, older_than: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut purged = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            // SKIP LOCKED: another instance purging at the same time takes other rows.
+            let rows: Vec<(i64, Value)> = sqlx::query_as(
+                "SELECT id, payload FROM webhook_inbox
+                  WHERE state = 'done' AND updated_at < $1
+                    AND NOT payload @> '{\"erased\": true}'
+                  ORDER BY id LIMIT $2
+                  FOR UPDATE SKIP LOCKED",
+            )
+            .bind(older_than)
+            .bind(PURGE_BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (id, payload) in &rows {
+                sqlx::query(
+                    "UPDATE webhook_inbox w
+                        SET payload = $2, message = NULL,
+                            contact_set = CASE WHEN EXISTS (
+                                SELECT 1 FROM webhook_inbox n
+                                 WHERE n.source = w.source AND n.lead_id = w.lead_id
+                                   AND n.contact_set IS NOT NULL
+                                   AND (n.event_at, n.id) > (w.event_at, w.id))
+                                THEN NULL ELSE w.contact_set END
+                      WHERE w.id = $1",
+                )
+                .bind(id)
+                .bind(purge_payload(payload))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            purged += rows.len() as u64;
+            if (rows.len() as i64) < PURGE_BATCH {
+                return Ok(purged);
+            }
+        }
+    }
+
+    async fn release(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE webhook_inbox
+                SET state = 'pending', claim_token = NULL, lease_until = NULL,
+                    next_attempt_at = now(), updated_at = now()
+              WHERE id = $1 AND claim_token = $2 AND send_started_at IS NULL",
+        )
+        .bind(event.id)
+        .bind(event.claim)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
     }
 }
 

@@ -16,9 +16,9 @@ use uuid::Uuid;
 
 use super::{
     AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InboxContacts, InsertOutcome, KeyLock,
-    LeadLink, LockSpace, Lookup, NewEvent, PartyCounts, Replay, Store, StoreError, StoredPerson,
-    Subscription, WarmPerson, contact_keys_of, erasure_scope, keys_by_party, person_contacts,
-    redact_payload,
+    LeadLink, LockSpace, Lookup, NewEvent, PURGE_BATCH, PartyCounts, Replay, Store, StoreError,
+    StoredPerson, Subscription, WarmPerson, contact_keys_of, erasure_scope, keys_by_party,
+    person_contacts, purge_payload, redact_payload,
 };
 use crate::domain::{ContactKey, Cpf, Person};
 
@@ -951,6 +951,63 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?
         .rows_affected())
+    }
+
+    async fn purge_payloads(&self, older_than: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut purged = 0;
+        loop {
+            let mut tx = self.begin_write().await?;
+            let rows: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT id, payload FROM webhook_inbox
+                  WHERE state = 'done' AND updated_at < $1
+                    AND json_extract(payload, '$.erased') IS NOT 1
+                  ORDER BY id LIMIT $2",
+            )
+            .bind(micros(older_than))
+            .bind(PURGE_BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (id, payload) in &rows {
+                sqlx::query(
+                    "UPDATE webhook_inbox
+                        SET payload = $2, message = NULL,
+                            contact_set = CASE WHEN EXISTS (
+                                SELECT 1 FROM webhook_inbox n
+                                 WHERE n.source = webhook_inbox.source
+                                   AND n.lead_id = webhook_inbox.lead_id
+                                   AND n.contact_set IS NOT NULL
+                                   AND (n.event_at, n.id)
+                                       > (webhook_inbox.event_at, webhook_inbox.id))
+                                THEN NULL ELSE contact_set END
+                      WHERE id = $1",
+                )
+                .bind(id)
+                .bind(purge_payload(&json(payload, "inbox payload")?).to_string())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            purged += rows.len() as u64;
+            if (rows.len() as i64) < PURGE_BATCH {
+                return Ok(purged);
+            }
+        }
+    }
+
+    async fn release(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE webhook_inbox
+                SET state = 'pending', claim_token = NULL, lease_until = NULL,
+                    next_attempt_at = $3, updated_at = $3
+              WHERE id = $1 AND claim_token = $2 AND send_started_at IS NULL",
+        )
+        .bind(event.id)
+        .bind(event.claim.to_string())
+        .bind(now())
+        .execute(&self.writer)
+        .await?
+        .rows_affected()
+            == 1)
     }
 }
 

@@ -8,6 +8,7 @@
 //! and a lease can stay short enough that a dead instance's events return within seconds. On
 //! shutdown it stops claiming and lets in-flight events finish for up to `workers.drain_secs`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     let lease = Duration::from_secs(settings.lease_secs);
     let poll = Duration::from_millis(settings.poll_interval_ms);
     let mut tasks = JoinSet::new();
+    // Events whose task has not ended yet: what a drain that times out hands back.
+    let in_hand: Arc<std::sync::Mutex<HashMap<i64, ClaimedEvent>>> = Arc::default();
     tracing::info!(concurrency = settings.concurrency, "workers started");
 
     while !shutdown.is_cancelled() {
@@ -45,8 +48,12 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
                             break;
                         };
                         let state = state.clone();
+                        let in_hand = in_hand.clone();
+                        lock(&in_hand).insert(event.id, event.clone());
                         tasks.spawn(async move {
+                            let id = event.id;
                             process(&state, event, lease).await;
+                            lock(&in_hand).remove(&id);
                             drop(permit);
                         });
                     }
@@ -73,19 +80,40 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     let drained =
         tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::warn!(
-            left = tasks.len(),
-            "drain timed out; unfinished events return when their lease expires"
-        );
         tasks.shutdown().await;
+        let left: Vec<ClaimedEvent> = lock(&in_hand).drain().map(|(_, e)| e).collect();
+        let mut handed_back = 0;
+        for event in &left {
+            match state.store.release(event).await {
+                Ok(true) => handed_back += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(event = event.id, error = %e, "handing an event back failed")
+                }
+            }
+        }
+        tracing::warn!(
+            left = left.len(),
+            handed_back,
+            "drain timed out; unfinished events handed back (one mid-POST returns when its lease expires)"
+        );
     }
     tracing::info!("workers stopped");
 }
 
-/// Deletes old done events once an hour, so the inbox does not grow without bound.
+/// The map of events in hand; a task that panicked while holding it leaves nothing half-done
+/// in it, so a poisoned lock is still usable.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Once an hour: deletes old done events, so the inbox does not grow without bound, and
+/// purges the raw payloads of done events past payload retention, so personal data in the
+/// inbox is not kept longer than promised. The first round runs at start.
 pub async fn prune(state: AppState, shutdown: CancellationToken) {
     let days = state.settings.workers.retention_days;
-    if days == 0 {
+    let payload_days = state.settings.workers.payload_retention_days;
+    if days == 0 && payload_days == 0 {
         return;
     }
     let mut every = tokio::time::interval(Duration::from_secs(3600));
@@ -94,11 +122,25 @@ pub async fn prune(state: AppState, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {}
         }
-        let cutoff = time::OffsetDateTime::now_utc() - Duration::from_secs(days * 86_400);
-        match state.store.prune_done(cutoff).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, days, "old done events pruned"),
-            Err(e) => tracing::warn!(error = %e, "pruning old events failed"),
+        let now = time::OffsetDateTime::now_utc();
+        if payload_days > 0 {
+            let cutoff = now - Duration::from_secs(payload_days * 86_400);
+            match state.store.purge_payloads(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    state.metrics.payloads_purged(n);
+                    tracing::info!(purged = n, days = payload_days, "old inbox payloads purged");
+                }
+                Err(e) => tracing::warn!(error = %e, "purging old inbox payloads failed"),
+            }
+        }
+        if days > 0 {
+            let cutoff = now - Duration::from_secs(days * 86_400);
+            match state.store.prune_done(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, days, "old done events pruned"),
+                Err(e) => tracing::warn!(error = %e, "pruning old events failed"),
+            }
         }
     }
 }

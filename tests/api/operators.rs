@@ -54,7 +54,7 @@ fn series(text: &str, name_and_labels: &str) -> Option<f64> {
 }
 
 /// A series line without its `instance` label (every series carries one).
-fn without_instance(line: &str) -> String {
+pub fn without_instance(line: &str) -> String {
     let Some(start) = line.find("instance=\"") else {
         return line.to_owned();
     };

@@ -133,6 +133,31 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM: what Fly sends on a deploy or scale-down; the process should drain and exit.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGTERM delivered");
+    }
+
+    /// Waits for the child to exit on its own, up to `deadline`, and returns its status.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("child status") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "the child did not exit within {deadline:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Everything the child wrote so far.
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
