@@ -478,12 +478,21 @@ fn assert_clean(logs: &str) {
 }
 
 /// Runs the script with the service's own subscriber (trace level) writing into memory.
+/// One capture at a time: each scoped subscriber's arrival and departure rebuilds tracing's
+/// per-callsite interest cache, and a rebuild racing another test's registration can leave a
+/// span callsite disabled for a moment (its lines then lack the request span).
+static CAPTURE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn captured_run(backend: Backend, json: bool) -> String {
+    let _one_at_a_time = CAPTURE.lock().await;
     let capture = Capture::default();
     let subscriber = enricher::telemetry::subscriber(json, "trace", capture.clone());
     // As in production: records of crates that log through `log` (reqwest) reach tracing.
     let _ = tracing_log::LogTracer::init();
     let guard = tracing::subscriber::set_default(subscriber);
+    // Computed again now that this subscriber is registered, so no interest cached while it
+    // was arriving stays stale.
+    tracing::callsite::rebuild_interest_cache();
     scripted_run(backend).await;
     drop(guard);
     capture.text()
