@@ -209,6 +209,11 @@ pub struct ServerSettings {
     /// How long a client may take to send a request's headers, and how long an idle
     /// keep-alive connection stays open waiting for the next request.
     pub header_read_timeout_secs: u64,
+    /// Group commit: the inserts of concurrent webhook requests share one transaction of at
+    /// most this many events; 0 gives every request a transaction of its own.
+    pub group_commit_max_events: usize,
+    /// Longest a batch waits for more requests once it could start committing (µs).
+    pub group_commit_wait_us: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
