@@ -478,6 +478,15 @@ impl Settings {
             }
         }
 
+        // The wait is added to every webhook's answer when the service is idle; beyond a
+        // tenth of a second it only delays senders.
+        if self.server.group_commit_wait_us > 100_000 {
+            return Err(ConfigError::Invalid {
+                name: "ENRICHER__SERVER__GROUP_COMMIT_WAIT_US",
+                reason: "must be at most 100000 (0.1 s)".into(),
+            });
+        }
+
         if self.server.header_read_timeout_secs == 0 {
             return Err(ConfigError::Invalid {
                 name: "ENRICHER__SERVER__HEADER_READ_TIMEOUT_SECS",
