@@ -13,7 +13,9 @@
 //!   INSERT + COMMIT per request, on a pool as large as the service's;
 //! - **service, one commit per request**: the real intake with group commit turned off
 //!   (`ENRICHER__SERVER__GROUP_COMMIT_MAX_EVENTS=0`), the behaviour before group commit;
-//! - **service, group commit**: the real intake as configured by default.
+//! - **service, group commit**: the real intake as configured by default;
+//! - **ceiling**: the naive handler answering without touching the database: HTTP, JSON and
+//!   the load generator alone, the most any intake can ack on these cores.
 //!
 //! The load generator runs in this process, on the same cores as the service and Postgres.
 
@@ -101,11 +103,12 @@ async fn main() {
     }
 }
 
-const FIGURES: [&str; 4] = [
+const FIGURES: [&str; 5] = [
     "floor: Postgres single-row commits, 64 clients",
     "naive handler: INSERT + COMMIT per request",
     "service, one commit per request (before)",
     "service, group commit (after)",
+    "ceiling: the naive handler without the database",
 ];
 
 async fn run(urls: Vec<String>) {
@@ -150,9 +153,10 @@ async fn run(urls: Vec<String>) {
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); FIGURES.len()];
     for round in 0..ROUNDS {
         rates[0].push(floor(&urls[0], round).await);
-        rates[1].push(naive(&urls[1], round).await);
+        rates[1].push(naive(&urls[1], round, true).await);
         rates[2].push(service(&urls[2], round, Some(0)).await);
         rates[3].push(service(&urls[3], round, None).await);
+        rates[4].push(naive(&urls[1], round, false).await);
         println!(
             "round {}: {}",
             round + 1,
@@ -322,14 +326,18 @@ fn poster(
     }
 }
 
-/// The naive intake: parse, then BEGIN, INSERT, COMMIT for each request.
-async fn naive(url: &str, round: usize) -> f64 {
+/// The naive intake: parse, then BEGIN, INSERT, COMMIT for each request; without `store`, the
+/// same minus the database: what HTTP, parsing and the load generator cost on these cores.
+async fn naive(url: &str, round: usize, store: bool) -> f64 {
     let pool = PgPoolOptions::new()
         .max_connections(POOL)
         .connect(url)
         .await
         .expect("connects");
-    async fn hook(State(pool): State<PgPool>, body: Bytes) -> (StatusCode, String) {
+    async fn hook(
+        State((pool, store)): State<(PgPool, bool)>,
+        body: Bytes,
+    ) -> (StatusCode, String) {
         let Ok(event) = serde_json::from_slice::<Value>(&body) else {
             return (StatusCode::BAD_REQUEST, String::new());
         };
@@ -342,6 +350,9 @@ async fn naive(url: &str, round: usize) -> f64 {
             return (StatusCode::UNPROCESSABLE_ENTITY, String::new());
         };
         let stored: Result<Option<i64>, sqlx::Error> = async {
+            if !store {
+                return Ok(Some(0));
+            }
             let mut tx = pool.begin().await?;
             let row = sqlx::query_scalar(INSERT)
                 .bind(id)
@@ -366,12 +377,15 @@ async fn naive(url: &str, round: usize) -> f64 {
             Err(_) => (StatusCode::SERVICE_UNAVAILABLE, String::new()),
         }
     }
-    let app = Router::new().route("/hook", post(hook)).with_state(pool);
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .with_state((pool, store));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
     let addr = listener.local_addr().expect("address");
     let stop = CancellationToken::new();
     let serving = tokio::spawn(serve(listener, app, limits(), stop.clone()));
-    let rate = drive(poster(format!("http://{addr}/hook"), 1, round)).await;
+    let figure = if store { 1 } else { 4 };
+    let rate = drive(poster(format!("http://{addr}/hook"), figure, round)).await;
     stop.cancel();
     serving.await.expect("server task").expect("server");
     rate
