@@ -212,6 +212,11 @@ pub struct ServerSettings {
     /// Largest request head (request line and headers) read, in bytes; past it HTTP/1 answers
     /// 431 and HTTP/2 refuses the stream.
     pub max_header_bytes: usize,
+    /// Group commit: the inserts of concurrent webhook requests share one transaction of at
+    /// most this many events; 0 gives every request a transaction of its own.
+    pub group_commit_max_events: usize,
+    /// Longest a batch waits for more requests once it could start committing (µs).
+    pub group_commit_wait_us: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -486,6 +491,15 @@ impl Settings {
                 reason: "must be at least 8192".into(),
             });
         }
+        // The wait is added to every webhook's answer when the service is idle; beyond a
+        // tenth of a second it only delays senders.
+        if self.server.group_commit_wait_us > 100_000 {
+            return Err(ConfigError::Invalid {
+                name: "ENRICHER__SERVER__GROUP_COMMIT_WAIT_US",
+                reason: "must be at most 100000 (0.1 s)".into(),
+            });
+        }
+
         if self.server.header_read_timeout_secs == 0 {
             return Err(ConfigError::Invalid {
                 name: "ENRICHER__SERVER__HEADER_READ_TIMEOUT_SECS",

@@ -18,6 +18,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::Settings;
 use crate::http::server::{ConnectionLimits, serve};
+use crate::intake::group_commit::GroupCommit;
 use crate::message::MessageRenderer;
 use crate::metrics::Metrics;
 use crate::providers::c2s::C2sClient;
@@ -220,9 +221,15 @@ impl Application {
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
 
+        let inbox = GroupCommit::start(
+            store.clone(),
+            settings.server.group_commit_max_events,
+            Duration::from_micros(settings.server.group_commit_wait_us),
+        );
         let state = AppState {
             settings: Arc::new(settings),
             store,
+            inbox,
             resolver: Arc::new(resolver),
             crm: Arc::new(Guarded {
                 inner: crm,

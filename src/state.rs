@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::config::Settings;
+use crate::intake::group_commit::GroupCommit;
 use crate::message::MessageRenderer;
 use crate::metrics::Metrics;
 use crate::providers::Crm;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Inbox and person data; closed when the last clone drops, after workers drained.
     pub store: DynStore,
+    /// How intake stores webhook events: grouped with concurrent requests' in one commit.
+    pub inbox: GroupCommit,
     /// Tiers and single flight for contacts and CPFs.
     pub resolver: Arc<Resolver>,
     /// Where messages are posted.

@@ -6,6 +6,7 @@
 //! Processing happens later, in the workers, which intake only wakes.
 
 pub mod c2s;
+pub mod group_commit;
 
 use axum::Json;
 use axum::body::Body;
@@ -187,7 +188,10 @@ async fn accept_c2s(
     })?;
     tracing::Span::current().record("events", events.len());
 
-    let outcomes = state.store.insert_events(&events).await.map_err(|e| {
+    // Committed together with the events of concurrent requests (group commit); the answer
+    // waits for that commit.
+    let (events, stored) = state.inbox.insert(events).await;
+    let outcomes = stored.map_err(|e| {
         tracing::error!(error = %e, "webhook not stored; answering 503");
         ApiError::Unavailable
     })?;

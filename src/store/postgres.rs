@@ -203,26 +203,53 @@ impl Store for PgStore {
     }
 
     async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<InsertOutcome>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(events.len());
-        for e in events {
-            let id: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO webhook_inbox (source, lead_id, event_at, action, payload)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (source, lead_id, event_at) DO NOTHING
-                 RETURNING id",
-            )
-            .bind(e.source)
-            .bind(e.lead_id.as_str())
-            .bind(e.event_at)
-            .bind(&e.action)
-            .bind(&e.payload)
-            .fetch_optional(&mut *tx)
-            .await?;
-            out.push(id.map_or(InsertOutcome::Duplicate, InsertOutcome::Accepted));
+        if events.is_empty() {
+            return Ok(Vec::new());
         }
-        tx.commit().await?;
-        Ok(out)
+        // One statement for the whole list, whatever its length: intake groups the events of
+        // concurrent requests into one call, and a round trip per row would cost more than
+        // the commit saved. The answer is one row per input, in input order (`ord`): the
+        // first occurrence of a key inserted gets its id, a known key or a later repeat of a
+        // key in the list gets NULL (a duplicate), as if the rows were inserted one by one.
+        // Rows are inserted in key order, so two lists inserted at once take their unique
+        // index entries in the same order and cannot deadlock.
+        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
+            "WITH input AS (
+               SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[])
+                 WITH ORDINALITY AS t(source, lead_id, event_at, action, payload, ord)),
+             first AS (
+               SELECT DISTINCT ON (source, lead_id, event_at) *
+                 FROM input ORDER BY source, lead_id, event_at, ord),
+             inserted AS (
+               INSERT INTO webhook_inbox (source, lead_id, event_at, action, payload)
+               SELECT source, lead_id, event_at, action, payload
+                 FROM first ORDER BY source, lead_id, event_at
+               ON CONFLICT (source, lead_id, event_at) DO NOTHING
+               RETURNING id, source, lead_id, event_at)
+             SELECT i.ord, CASE WHEN f.ord = i.ord THEN n.id END
+               FROM input i
+               JOIN first f USING (source, lead_id, event_at)
+               LEFT JOIN inserted n USING (source, lead_id, event_at)
+              ORDER BY i.ord",
+        )
+        .bind(events.iter().map(|e| e.source).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.lead_id.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event_at).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.len() != events.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} outcomes for {} events",
+                rows.len(),
+                events.len()
+            )));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(_, id)| id.map_or(InsertOutcome::Duplicate, InsertOutcome::Accepted))
+            .collect())
     }
 
     async fn claim_events(
