@@ -11,7 +11,7 @@
 //!    lookup found) in a throwaway database, warmed into the real application as
 //!    `POST /cache/warm?limit=50000` does; RSS before, after, at peak, and after `DELETE /cache`.
 //!
-//! The process uses the service's allocator (see `src/main.rs`), so what is measured here is
+//! The process uses the service's allocator, jemalloc with background purging (see `src/main.rs`), so what is measured here is
 //! what the service does. Nothing here downloads or leaves the loopback.
 
 use std::collections::HashMap;
@@ -32,7 +32,7 @@ use serde_json::Value;
 use sqlx::Connection;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// People in each measurement.
 const PEOPLE: usize = 50_000;
@@ -47,6 +47,8 @@ async fn main() {
         println!("memory: skipped outside `cargo bench`");
         return;
     }
+    // As the service does at start (src/main.rs).
+    tikv_jemalloc_ctl::background_thread::write(true).expect("jemalloc background threads");
     let started = Instant::now();
     println!("Enricher memory-tier benchmark (cargo bench --bench memory)");
     println!(
@@ -99,10 +101,19 @@ fn rss() -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-/// RSS now, in bytes, after the allocator had a moment to hand freed pages back (mimalloc
-/// purges freed memory after a short delay; the figure we want is the settled one).
+/// RSS now, in bytes, once the allocator has handed freed pages back: jemalloc's background
+/// threads purge dirty pages gradually over its decay time (10 s by default), so this waits
+/// until RSS has not fallen for three seconds running (at most 25 s).
 async fn settled_rss() -> u64 {
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let mut last = rss().1;
+    let mut steady = 0;
+    while steady < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let now = rss().1;
+        steady = if now + 256 >= last { steady + 1 } else { 0 };
+        last = last.min(now);
+    }
     rss().1 * 1024
 }
 

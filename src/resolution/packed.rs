@@ -2,7 +2,7 @@
 //!
 //! A [`Person`] as a struct is some thirty small heap blocks (every name, e-mail, phone and
 //! address line its own `String`, every list its own `Vec`), each with the allocator's own
-//! header and rounding: measured, about 2.5 KiB of RSS for a typical person. Memory keeps the
+//! header and rounding, and each a separate free when the entry goes. Memory keeps the
 //! person instead as one shared block of compact JSON, which is the same text the database
 //! holds, and decodes it when a lookup hands the person out (a few microseconds, against the
 //! milliseconds a message takes to render and post). One copy serves every key that reaches
