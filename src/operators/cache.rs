@@ -353,11 +353,33 @@ async fn warm_now(
     Ok(Json(Warmed { loaded }))
 }
 
-/// Loads up to `limit` recently enriched people into memory; used by the route and at start.
+/// People read from the database per page while warming: what warming holds beyond the
+/// memory tier itself is one page of rows (a few MiB at 1 000 people), whatever the limit.
+pub const WARM_PAGE: u32 = 1_000;
+
+/// Loads up to `limit` recently enriched people into memory, newest first, one page at a
+/// time; used by the route and at start.
 pub async fn warm(state: &AppState, limit: u32) -> Result<usize, StoreError> {
-    let people = state.store.recent_people(limit).await?;
-    Ok(state
-        .resolver
-        .warm(people.into_iter().map(|p| (p.cpf, p.person, p.lookup_keys)))
-        .await)
+    warm_in_pages(state, limit, WARM_PAGE).await
+}
+
+/// [`warm`] with the page size given.
+pub async fn warm_in_pages(state: &AppState, limit: u32, page: u32) -> Result<usize, StoreError> {
+    let page = page.max(1);
+    let mut loaded = 0usize;
+    let mut after = None;
+    while loaded < limit as usize {
+        let want = page.min(limit - loaded as u32);
+        let people = state.store.recent_people(after, want).await?;
+        let last_page = people.len() < want as usize;
+        after = people.last().map(|p| p.position);
+        loaded += state
+            .resolver
+            .warm(people.into_iter().map(|p| (p.cpf, p.person, p.lookup_keys)))
+            .await;
+        if last_page {
+            break;
+        }
+    }
+    Ok(loaded)
 }

@@ -12,6 +12,7 @@
 //! This module decides no delivery policy and renders nothing.
 
 pub mod invalidation;
+pub mod packed;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::providers::{CpfLookup, PersonData, ProviderError};
 use crate::store::{DynStore, LockSpace, Lookup, StoreError};
 
 use self::invalidation::{Invalidation, ListenerStatus};
+use self::packed::{PackedPerson, UnpackError, entry_weight};
 
 /// How long a paid answer's write keeps being retried while the database is unreachable.
 /// Giving up means the event is retried and the provider paid again, so this covers a
@@ -64,6 +66,8 @@ pub enum ResolveError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
 }
 
 impl ResolveError {
@@ -72,13 +76,15 @@ impl ResolveError {
             // The database coming back is worth waiting for; data it refuses is not.
             ResolveError::Store(e) => e.is_transient(),
             ResolveError::Provider(p) => p.is_transient(),
+            // A defect, not an outage: the same bytes read back the same way every time.
+            ResolveError::Unpack(_) => false,
         }
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ResolveError::Provider(p) => p.retry_after(),
-            ResolveError::Store(_) => None,
+            ResolveError::Store(_) | ResolveError::Unpack(_) => None,
         }
     }
 }
@@ -111,7 +117,8 @@ enum CacheKey {
 #[derive(Debug, Clone)]
 enum Answer {
     Contact(Lookup<Cpf>),
-    Person(Lookup<Arc<Person>>),
+    /// The person packed: see [`packed`] for why.
+    Person(Lookup<PackedPerson>),
 }
 
 /// A cached answer with what moka needs to expire and weigh it, and where it came from.
@@ -226,7 +233,7 @@ impl Resolver {
             .through_tiers(cache_key, LookupKind::Cpf, self.load_person(cpf))
             .await?
         {
-            (Answer::Person(answer), tier) => Ok((answer, tier)),
+            (Answer::Person(answer), tier) => Ok((unpacked(&answer)?, tier)),
             (Answer::Contact(_), _) => unreachable!("person keys hold person answers"),
         }
     }
@@ -302,7 +309,7 @@ impl Resolver {
 
     async fn known_contact(&self, key: &ContactKey) -> Result<Option<Cached>, ResolveError> {
         Ok(self.store.find_contact(key).await?.map(|known| {
-            let weight = key_weight(key.value().len());
+            let weight = entry_weight(key.value().len());
             self.cached_contact(known, weight, Tier::Database)
         }))
     }
@@ -339,7 +346,7 @@ impl Resolver {
             .await?
             .map(|known| {
                 let answer = match known {
-                    Lookup::Found(stored) => Lookup::Found(Arc::new(stored.person)),
+                    Lookup::Found(stored) => Lookup::Found(PackedPerson::pack(&stored.person)),
                     Lookup::NotFound => Lookup::NotFound,
                 };
                 self.cached_person(answer, Tier::Database)
@@ -361,7 +368,7 @@ impl Resolver {
             Lookup::Found((cpf, _)) => Lookup::Found(cpf),
             Lookup::NotFound => Lookup::NotFound,
         };
-        Ok(self.cached_contact(answer, key_weight(key.value().len()), Tier::Provider))
+        Ok(self.cached_contact(answer, entry_weight(key.value().len()), Tier::Provider))
     }
 
     /// Calls the Work API and stores the answer before returning it.
@@ -383,7 +390,7 @@ impl Resolver {
         ]))
         .await;
         let answer = match answer {
-            Lookup::Found((_, person)) => Lookup::Found(Arc::new(person)),
+            Lookup::Found((_, person)) => Lookup::Found(PackedPerson::pack(&person)),
             Lookup::NotFound => Lookup::NotFound,
         };
         Ok(self.cached_person(answer, Tier::Provider))
@@ -424,13 +431,11 @@ impl Resolver {
         }
     }
 
-    fn cached_person(&self, answer: Lookup<Arc<Person>>, source: Tier) -> Cached {
+    fn cached_person(&self, answer: Lookup<PackedPerson>, source: Tier) -> Cached {
+        // The CPF key is inline in the entry; the packed person is its payload.
         let (ttl, weight) = match &answer {
-            Lookup::Found(p) => (
-                self.ttls.positive,
-                key_weight(serde_json::to_vec(p.as_ref()).map_or(4096, |v| v.len())),
-            ),
-            Lookup::NotFound => (self.ttls.negative, key_weight(11)),
+            Lookup::Found(p) => (self.ttls.positive, entry_weight(p.len())),
+            Lookup::NotFound => (self.ttls.negative, entry_weight(0)),
         };
         Cached {
             answer: Answer::Person(answer),
@@ -465,7 +470,7 @@ impl Resolver {
         self.metrics
             .lookup(LookupKind::Cpf, LookupResult::ProviderCall);
         let answer = match &cached.answer {
-            Answer::Person(a) => a.clone(),
+            Answer::Person(a) => unpacked(a)?,
             Answer::Contact(_) => unreachable!("person answers only"),
         };
         self.cache
@@ -490,7 +495,8 @@ impl Resolver {
     /// What memory holds for a CPF right now; never loads.
     pub async fn peek_person(&self, cpf: &Cpf) -> Option<Lookup<Arc<Person>>> {
         match self.cache.get(&CacheKey::Person(cpf.clone())).await?.answer {
-            Answer::Person(a) => Some(a),
+            // Unreadable is reported as not held: the next lookup loads it from the database.
+            Answer::Person(a) => unpacked(&a).ok(),
             Answer::Contact(_) => None,
         }
     }
@@ -523,7 +529,18 @@ impl Resolver {
     pub(crate) async fn forget_all_here(&self) {
         self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate_all();
-        self.cache.run_pending_tasks().await;
+        // moka removes invalidated entries in batches, at most about 100 ms of work per
+        // maintenance run, and until removed they keep their memory: run maintenance until a
+        // run removes nothing more (entries inserted meanwhile may stay).
+        let mut left = u64::MAX;
+        loop {
+            self.cache.run_pending_tasks().await;
+            let now = self.cache.entry_count();
+            if now == 0 || now >= left {
+                break;
+            }
+            left = now;
+        }
     }
 
     /// Drops the entries whose keyed hash is listed; returns how many went.
@@ -593,12 +610,13 @@ impl Resolver {
     ) -> usize {
         let mut loaded = 0;
         for (cpf, person, keys) in people {
-            let cached = self.cached_person(Lookup::Found(Arc::new(person)), Tier::Database);
+            let cached =
+                self.cached_person(Lookup::Found(PackedPerson::pack(&person)), Tier::Database);
             self.cache
                 .insert(CacheKey::Person(cpf.clone()), cached)
                 .await;
             for key in keys {
-                let weight = key_weight(key.value().len());
+                let weight = entry_weight(key.value().len());
                 let cached =
                     self.cached_contact(Lookup::Found(cpf.clone()), weight, Tier::Database);
                 self.cache.insert(CacheKey::Contact(key), cached).await;
@@ -619,7 +637,10 @@ impl Resolver {
     }
 }
 
-/// Approximate bytes an entry holds: its payload plus map and bookkeeping overhead.
-fn key_weight(payload: usize) -> u32 {
-    u32::try_from(payload + 96).unwrap_or(u32::MAX)
+/// The person a packed answer holds, decoded for the caller.
+fn unpacked(answer: &Lookup<PackedPerson>) -> Result<Lookup<Arc<Person>>, UnpackError> {
+    Ok(match answer {
+        Lookup::Found(packed) => Lookup::Found(Arc::new(packed.unpack()?)),
+        Lookup::NotFound => Lookup::NotFound,
+    })
 }

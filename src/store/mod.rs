@@ -397,6 +397,16 @@ pub struct WarmPerson {
     pub fetched_at: OffsetDateTime,
     /// Phone and e-mail keys, newest lookup first.
     pub lookup_keys: Vec<ContactKey>,
+    /// Where this person stands in the newest-first order: the next page starts after it.
+    pub position: WarmCursor,
+}
+
+/// A place in the newest-first order of [`Store::recent_people`]: the latest enrichment's
+/// `fetched_at` and id, which together order every party strictly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarmCursor {
+    pub fetched_at: OffsetDateTime,
+    pub enrichment: i64,
 }
 
 /// The key spaces of the cross-instance purchase locks, so a contact and a CPF that happen
@@ -562,8 +572,14 @@ pub trait Store: Send + Sync + 'static {
     /// and the phone/e-mail keys for which this party is the lookup answer `find_contact`
     /// gives (a key whose latest lookup answered another party is not listed). Two queries
     /// (more on SQLite only past 500 parties, in chunks), never one per person. Contact rows
-    /// that no longer parse are skipped.
-    async fn recent_people(&self, limit: u32) -> Result<Vec<WarmPerson>, StoreError>;
+    /// that no longer parse are skipped. `after`: only parties that come after this place in
+    /// that order, so a caller reads page by page (keyset, each page as cheap as the first)
+    /// and never holds more than one page of rows.
+    async fn recent_people(
+        &self,
+        after: Option<WarmCursor>,
+        limit: u32,
+    ) -> Result<Vec<WarmPerson>, StoreError>;
 
     /// Deletes the remembered not-found of one key (`key_kind` 'phone', 'email' or 'cpf';
     /// `value` canonical, as stored), expired or not; returns how many rows went (0 or 1).

@@ -22,8 +22,8 @@ use uuid::Uuid;
 use super::{
     AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InboxContacts, InsertOutcome, KeyLock,
     LeadLink, LockSpace, Lookup, NewEvent, PURGE_BATCH, PartyCounts, Replay, Store, StoreError,
-    StoredPerson, Subscription, WarmPerson, contact_keys_of, erasure_scope, keys_by_party,
-    person_contacts, purge_payload, redact_payload,
+    StoredPerson, Subscription, WarmCursor, WarmPerson, contact_keys_of, erasure_scope,
+    keys_by_party, person_contacts, purge_payload, redact_payload,
 };
 use crate::domain::{ContactKey, Cpf, Person};
 
@@ -172,10 +172,6 @@ const REPLAY: &str = "UPDATE webhook_inbox
         lease_until = NULL, send_started_at = NULL, unknown_outcomes = 0, outcome = NULL,
         updated_at = now()
   WHERE state = 'dead'";
-
-fn person_from_data(data: Value) -> Result<Person, StoreError> {
-    serde_json::from_value(data).map_err(|_| StoreError::Corrupt("enrichment data".into()))
-}
 
 #[async_trait]
 impl Store for PgStore {
@@ -816,19 +812,41 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn recent_people(&self, limit: u32) -> Result<Vec<WarmPerson>, StoreError> {
-        let rows: Vec<(i64, String, Value, OffsetDateTime)> = sqlx::query_as(
-            "SELECT p.id, p.cpf, e.data, e.fetched_at
-               FROM core.party_enrichments e JOIN core.parties p ON p.id = e.party_id
-              WHERE e.id = (SELECT l.id FROM core.party_enrichments l
-                             WHERE l.party_id = e.party_id
-                             ORDER BY l.fetched_at DESC, l.id DESC LIMIT 1)
-              ORDER BY e.fetched_at DESC, e.id DESC
-              LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+    async fn recent_people(
+        &self,
+        after: Option<WarmCursor>,
+        limit: u32,
+    ) -> Result<Vec<WarmPerson>, StoreError> {
+        // The data is read as text and parsed straight into a Person: no JSON tree per row.
+        // Two texts rather than one with "$2 IS NULL OR ...": the row comparison alone is what
+        // lets a page start inside `party_enrichments_recent` where the previous one ended.
+        let query = match after {
+            None => sqlx::query_as(
+                "SELECT p.id, p.cpf, e.id, e.data::text, e.fetched_at
+                   FROM core.party_enrichments e JOIN core.parties p ON p.id = e.party_id
+                  WHERE e.id = (SELECT l.id FROM core.party_enrichments l
+                                 WHERE l.party_id = e.party_id
+                                 ORDER BY l.fetched_at DESC, l.id DESC LIMIT 1)
+                  ORDER BY e.fetched_at DESC, e.id DESC
+                  LIMIT $1",
+            ),
+            Some(_) => sqlx::query_as(
+                "SELECT p.id, p.cpf, e.id, e.data::text, e.fetched_at
+                   FROM core.party_enrichments e JOIN core.parties p ON p.id = e.party_id
+                  WHERE (e.fetched_at, e.id) < ($2, $3)
+                    AND e.id = (SELECT l.id FROM core.party_enrichments l
+                                 WHERE l.party_id = e.party_id
+                                 ORDER BY l.fetched_at DESC, l.id DESC LIMIT 1)
+                  ORDER BY e.fetched_at DESC, e.id DESC
+                  LIMIT $1",
+            ),
+        };
+        let mut query = query.bind(i64::from(limit));
+        if let Some(cursor) = after {
+            query = query.bind(cursor.fetched_at).bind(cursor.enrichment);
+        }
+        let rows: Vec<(i64, String, i64, String, OffsetDateTime)> =
+            query.fetch_all(&self.pool).await?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -847,12 +865,17 @@ impl Store for PgStore {
         .await?;
         let mut keys = keys_by_party(contacts);
         rows.into_iter()
-            .map(|(party, cpf, data, fetched_at)| {
+            .map(|(party, cpf, enrichment, data, fetched_at)| {
                 Ok(WarmPerson {
                     cpf: Cpf::parse(&cpf).map_err(|_| StoreError::Corrupt("party cpf".into()))?,
-                    person: person_from_data(data)?,
+                    person: serde_json::from_str(&data)
+                        .map_err(|_| StoreError::Corrupt("enrichment data".into()))?,
                     fetched_at,
                     lookup_keys: keys.remove(&party).unwrap_or_default(),
+                    position: WarmCursor {
+                        fetched_at,
+                        enrichment,
+                    },
                 })
             })
             .collect()

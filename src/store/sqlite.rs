@@ -17,8 +17,8 @@ use uuid::Uuid;
 use super::{
     AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InboxContacts, InsertOutcome, KeyLock,
     LeadLink, LockSpace, Lookup, NewEvent, PURGE_BATCH, PartyCounts, Replay, Store, StoreError,
-    StoredPerson, Subscription, WarmPerson, contact_keys_of, erasure_scope, keys_by_party,
-    person_contacts, purge_payload, redact_payload,
+    StoredPerson, Subscription, WarmCursor, WarmPerson, contact_keys_of, erasure_scope,
+    keys_by_party, person_contacts, purge_payload, redact_payload,
 };
 use crate::domain::{ContactKey, Cpf, Person};
 
@@ -817,17 +817,24 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn recent_people(&self, limit: u32) -> Result<Vec<WarmPerson>, StoreError> {
-        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
-            "SELECT p.id, p.cpf, e.data, e.fetched_at
+    async fn recent_people(
+        &self,
+        after: Option<WarmCursor>,
+        limit: u32,
+    ) -> Result<Vec<WarmPerson>, StoreError> {
+        let rows: Vec<(i64, String, i64, String, i64)> = sqlx::query_as(
+            "SELECT p.id, p.cpf, e.id, e.data, e.fetched_at
                FROM party_enrichments e JOIN parties p ON p.id = e.party_id
               WHERE e.id = (SELECT l.id FROM party_enrichments l
                              WHERE l.party_id = e.party_id
                              ORDER BY l.fetched_at DESC, l.id DESC LIMIT 1)
+                AND (?2 IS NULL OR (e.fetched_at, e.id) < (?2, ?3))
               ORDER BY e.fetched_at DESC, e.id DESC
-              LIMIT $1",
+              LIMIT ?1",
         )
         .bind(i64::from(limit))
+        .bind(after.map(|c| micros(c.fetched_at)))
+        .bind(after.map_or(0, |c| c.enrichment))
         .fetch_all(&self.pool)
         .await?;
         let parties: Vec<i64> = rows.iter().map(|r| r.0).collect();
@@ -856,13 +863,18 @@ impl Store for SqliteStore {
         }
         let mut keys = keys_by_party(contacts);
         rows.into_iter()
-            .map(|(party, cpf, data, fetched_at)| {
+            .map(|(party, cpf, enrichment, data, fetched_at)| {
+                let fetched_at = from_micros(fetched_at)?;
                 Ok(WarmPerson {
                     cpf: Cpf::parse(&cpf).map_err(|_| StoreError::Corrupt("party cpf".into()))?,
                     person: serde_json::from_str(&data)
                         .map_err(|_| StoreError::Corrupt("enrichment data".into()))?,
-                    fetched_at: from_micros(fetched_at)?,
+                    fetched_at,
                     lookup_keys: keys.remove(&party).unwrap_or_default(),
+                    position: WarmCursor {
+                        fetched_at,
+                        enrichment,
+                    },
                 })
             })
             .collect()

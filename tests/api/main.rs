@@ -13,7 +13,6 @@ mod helpers;
 mod hostile;
 mod instances;
 mod intake;
-mod logs;
 mod operators;
 mod outage;
 mod pipeline;

@@ -1,8 +1,14 @@
 //! The operators' surface: metrics after a scripted run, admin auth, cache control, events,
 //! erasure, forced refresh, enrichment age, and the OpenAPI document.
 
+use enricher::domain::Cpf;
+use enricher::domain::Person;
+use enricher::domain::person::WorkApiAnswer;
+use enricher::operators::cache::warm_in_pages;
+use enricher::store::Lookup;
 use reqwest::Method;
 use serde_json::{Value, json};
+use time::OffsetDateTime;
 use wiremock::matchers::{bearer_token, method, path, path_regex, query_param};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -466,6 +472,58 @@ both_backends!(
         )
         .await;
         assert_eq!(view["tier"], "memory");
+    }
+);
+
+/// The fixture's raw Work API answer and the person read from it.
+fn fixture_person() -> (Value, Person) {
+    let raw = fixture("work_api_person.json");
+    match Person::from_work_api(&raw).unwrap() {
+        WorkApiAnswer::Found(person) => (raw, person),
+        WorkApiAnswer::NotFound => panic!("the fixture is a found person"),
+    }
+}
+
+both_backends!(
+    warming_reads_page_by_page_and_loads_every_person_up_to_the_limit,
+    |backend| async move {
+        let app = spawn_app_with(backend, with_admin).await;
+        let store = app.store().clone();
+        let (raw, person) = fixture_person();
+        let cpfs: Vec<Cpf> = (1..=7)
+            .map(|i| Cpf::from_base([2, 7, 1, 8, 2, 8, 1, 8, i]))
+            .collect();
+        for cpf in &cpfs {
+            let mut person = person.clone();
+            person.cpf = cpf.as_str().to_owned();
+            store
+                .record_person(
+                    cpf,
+                    &Lookup::Found((raw.clone(), person)),
+                    "work_api",
+                    OffsetDateTime::now_utc() + time::Duration::days(1),
+                )
+                .await
+                .unwrap();
+        }
+
+        // Pages of two: the limit cuts inside the third page.
+        let loaded = warm_in_pages(&app.state, 5, 2).await.unwrap();
+        assert_eq!(loaded, 5);
+        let held = |cpf: Cpf| {
+            let resolver = app.state.resolver.clone();
+            async move { resolver.peek_person(&cpf).await.is_some() }
+        };
+        assert!(held(cpfs[6].clone()).await, "the newest is warmed");
+        assert!(!held(cpfs[0].clone()).await, "the oldest is past the limit");
+
+        // A limit past the end stops at the last, short page.
+        app.state.resolver.forget_all().await;
+        let loaded = warm_in_pages(&app.state, 100, 2).await.unwrap();
+        assert_eq!(loaded, 7);
+        for cpf in cpfs {
+            assert!(held(cpf).await);
+        }
     }
 );
 

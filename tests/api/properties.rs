@@ -372,6 +372,8 @@ proptest! {
         let cpf = Cpf::parse("52601815906").unwrap();
         match h.runtime.block_on(client.fetch(&cpf)) {
             Ok(_) | Err(ProviderError::Decode { .. }) => {}
+            // A mutated answer may name another CPF, or one with bad check digits.
+            Err(other) if other.class() == "mismatch" => {}
             Err(other) => prop_assert!(false, "unexpected error class {}", other.class()),
         }
     }

@@ -1790,7 +1790,7 @@ both_backends!(
         // A's newer enrichment makes it the most recent.
         enrich(&store, &a, &newer).await;
 
-        let people = store.recent_people(10).await.unwrap();
+        let people = store.recent_people(None, 10).await.unwrap();
 
         let cpfs: Vec<&Cpf> = people.iter().map(|p| &p.cpf).collect();
         assert_eq!(cpfs, vec![&a, &c, &b]);
@@ -1809,10 +1809,10 @@ both_backends!(
         assert_eq!(people[1].lookup_keys, vec![email_key()]);
         assert!(people[2].lookup_keys.is_empty());
 
-        let two = store.recent_people(2).await.unwrap();
+        let two = store.recent_people(None, 2).await.unwrap();
         let cpfs: Vec<&Cpf> = two.iter().map(|p| &p.cpf).collect();
         assert_eq!(cpfs, vec![&a, &c]);
-        assert!(store.recent_people(0).await.unwrap().is_empty());
+        assert!(store.recent_people(None, 0).await.unwrap().is_empty());
     }
 );
 
@@ -1836,7 +1836,7 @@ both_backends!(
         enrich(&store, &after, &person).await;
         enrich(&store, &before, &person).await;
 
-        let people = store.recent_people(10).await.unwrap();
+        let people = store.recent_people(None, 10).await.unwrap();
 
         assert_eq!(people.len(), 2);
         assert_eq!(people[0].cpf, before);
@@ -1855,12 +1855,51 @@ both_backends!(
 );
 
 both_backends!(
+    recent_people_read_page_by_page_are_the_one_read_order_without_gaps_or_repeats,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let (_, person) = maria();
+        for i in 1..=7 {
+            enrich(&store, &other_cpf(i), &person).await;
+        }
+        // Re-enriching moves a party to the front; it must still come once.
+        enrich(&store, &other_cpf(3), &person).await;
+        let all = store.recent_people(None, 100).await.unwrap();
+        assert_eq!(all.len(), 7);
+
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.recent_people(after, 3).await.unwrap();
+            assert!(page.len() <= 3);
+            after = page.last().map(|p| p.position);
+            let done = page.len() < 3;
+            paged.extend(page);
+            if done {
+                break;
+            }
+        }
+
+        let cpfs = |people: &[enricher::store::WarmPerson]| {
+            people.iter().map(|p| p.cpf.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(cpfs(&paged), cpfs(&all));
+        assert_eq!(
+            paged[0].cpf,
+            other_cpf(3),
+            "the re-enriched party is newest"
+        );
+    }
+);
+
+both_backends!(
     recent_people_of_an_empty_store_are_none,
     |backend| async move {
         let db = TestDb::new(backend).await;
         let store = db.store().await;
 
-        assert!(store.recent_people(10).await.unwrap().is_empty());
+        assert!(store.recent_people(None, 10).await.unwrap().is_empty());
     }
 );
 

@@ -16,7 +16,11 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::dump::maria_values;
 use crate::helpers::*;
-use crate::pipeline::{CPF, EMAIL, PHONE_NATIONAL};
+
+/// The fixture person: the same values as `tests/api/pipeline.rs`.
+const CPF: &str = "52601815906";
+const PHONE_NATIONAL: &str = "11987654321";
+const EMAIL: &str = "maria.souza@example.com";
 
 const WEBHOOK_SECRET: &str = "webhook-secret-in-the-query";
 const REQUEST_ID: &str = "req-e2e-7f3a";
