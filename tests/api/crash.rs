@@ -14,85 +14,10 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::both_backends;
 use crate::helpers::*;
 use crate::pipeline::{CPF, EMAIL, PHONE_NATIONAL, mock_diretrix_email, mock_diretrix_phone};
-use crate::process::{Process, Setup};
-use enricher::store::{DynStore, EventRecord};
+use crate::process::{Process, World};
 
 /// Long enough that a stalled call is still waiting when the process is killed.
 const STALL: Duration = Duration::from_secs(60);
-
-struct World {
-    db: TestDb,
-    store: DynStore,
-    diretrix: MockServer,
-    work_api: MockServer,
-    c2s: MockServer,
-}
-
-impl World {
-    async fn new(backend: Backend) -> World {
-        let db = TestDb::new(backend).await;
-        let store = db.store().await;
-        World {
-            db,
-            store,
-            diretrix: MockServer::start().await,
-            work_api: MockServer::start().await,
-            c2s: MockServer::start().await,
-        }
-    }
-
-    async fn process(&self, extra: &[(&str, &str)]) -> Process {
-        Process::start(&Setup {
-            database_url: &self.db.url,
-            diretrix: &self.diretrix,
-            work_api: &self.work_api,
-            c2s: &self.c2s,
-            extra,
-        })
-        .await
-    }
-
-    async fn wait_final(&self, id: i64) -> EventRecord {
-        let store = self.store.clone();
-        wait_for(
-            &format!("event {id} to finish"),
-            Duration::from_secs(30),
-            || {
-                let store = store.clone();
-                async move {
-                    let event = store.event(id).await.ok()??;
-                    matches!(event.state.as_str(), "done" | "dead").then_some(event)
-                }
-            },
-        )
-        .await
-    }
-
-    async fn event(&self, id: i64) -> EventRecord {
-        self.store.event(id).await.unwrap().unwrap()
-    }
-
-    /// Lead ids of the messages the CRM received, in order.
-    async fn posted_leads(&self) -> Vec<String> {
-        self.c2s
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| r.url.path().ends_with("/create_message"))
-            .map(|r| {
-                let body: Value = serde_json::from_slice(&r.body).unwrap();
-                body["leadId"].as_str().unwrap().to_owned()
-            })
-            .collect()
-    }
-
-    async fn verify_mocks(&self) {
-        self.diretrix.verify().await;
-        self.work_api.verify().await;
-        self.c2s.verify().await;
-    }
-}
 
 /// The real binary's own output (stdout and stderr, as an operator's log shipper reads it)
 /// names none of Maria's values.

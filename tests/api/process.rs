@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use enricher::store::{DynStore, EventRecord};
+use serde_json::Value;
 use wiremock::MockServer;
 
 use crate::helpers::*;
@@ -170,5 +172,86 @@ impl Drop for Process {
         if std::thread::panicking() {
             eprintln!("--- enricher child output ---\n{}", self.output());
         }
+    }
+}
+
+/// One test's database and mock servers, shared by every process a test starts on them, so
+/// `.expect(n)` counts the calls of all of them.
+pub struct World {
+    pub db: TestDb,
+    /// A store of the test's own on the same database, to watch events from outside.
+    pub store: DynStore,
+    pub diretrix: MockServer,
+    pub work_api: MockServer,
+    pub c2s: MockServer,
+}
+
+impl World {
+    pub async fn new(backend: Backend) -> World {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        World {
+            db,
+            store,
+            diretrix: MockServer::start().await,
+            work_api: MockServer::start().await,
+            c2s: MockServer::start().await,
+        }
+    }
+
+    pub async fn process(&self, extra: &[(&str, &str)]) -> Process {
+        Process::start(&Setup {
+            database_url: &self.db.url,
+            diretrix: &self.diretrix,
+            work_api: &self.work_api,
+            c2s: &self.c2s,
+            extra,
+        })
+        .await
+    }
+
+    pub async fn wait_final(&self, id: i64) -> EventRecord {
+        let store = self.store.clone();
+        wait_for(
+            &format!("event {id} to finish"),
+            Duration::from_secs(30),
+            || {
+                let store = store.clone();
+                async move {
+                    let event = store.event(id).await.ok()??;
+                    matches!(event.state.as_str(), "done" | "dead").then_some(event)
+                }
+            },
+        )
+        .await
+    }
+
+    pub async fn event(&self, id: i64) -> EventRecord {
+        self.store.event(id).await.unwrap().unwrap()
+    }
+
+    /// Lead ids of the messages the CRM received, in order; the CRM receives nothing else.
+    pub async fn posted_leads(&self) -> Vec<String> {
+        self.c2s
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                assert!(
+                    r.url.path().ends_with("/create_message"),
+                    "only messages are posted to the CRM, not {}",
+                    r.url.path()
+                );
+                let body: Value = serde_json::from_slice(&r.body).unwrap();
+                body["leadId"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    pub async fn verify_mocks(&self) {
+        self.diretrix.verify().await;
+        self.work_api.verify().await;
+        self.c2s.verify().await;
     }
 }

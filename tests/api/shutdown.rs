@@ -12,9 +12,9 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::both_backends;
 use crate::helpers::*;
 use crate::pipeline::{CPF, PHONE_NATIONAL, mock_c2s_ok, mock_diretrix_phone};
-use crate::process::{Process, Setup};
+use crate::process::{Process, World};
 use enricher::domain::LeadId;
-use enricher::store::{DynStore, InsertOutcome, NewEvent};
+use enricher::store::{InsertOutcome, NewEvent};
 
 /// Longer than any drain here: a call still waiting when the grace period ends.
 const STALL: Duration = Duration::from_secs(60);
@@ -91,58 +91,6 @@ async fn assert_not_accepting(process: &Process) {
     .await;
 }
 
-struct World {
-    db: TestDb,
-    store: DynStore,
-    diretrix: MockServer,
-    work_api: MockServer,
-    c2s: MockServer,
-}
-
-impl World {
-    async fn new(backend: Backend) -> World {
-        let db = TestDb::new(backend).await;
-        let store = db.store().await;
-        World {
-            db,
-            store,
-            diretrix: MockServer::start().await,
-            work_api: MockServer::start().await,
-            c2s: MockServer::start().await,
-        }
-    }
-
-    async fn process(&self, drain_secs: &str) -> Process {
-        Process::start(&Setup {
-            database_url: &self.db.url,
-            diretrix: &self.diretrix,
-            work_api: &self.work_api,
-            c2s: &self.c2s,
-            extra: &[("ENRICHER__WORKERS__DRAIN_SECS", drain_secs)],
-        })
-        .await
-    }
-
-    async fn posted_leads(&self) -> Vec<String> {
-        self.c2s
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .map(|r| {
-                let body: Value = serde_json::from_slice(&r.body).unwrap();
-                body["leadId"].as_str().unwrap().to_owned()
-            })
-            .collect()
-    }
-
-    async fn verify_mocks(&self) {
-        self.diretrix.verify().await;
-        self.work_api.verify().await;
-        self.c2s.verify().await;
-    }
-}
-
 both_backends!(
     sigterm_lets_an_event_in_flight_finish_within_the_grace_period_and_exits_zero,
     |backend| async move {
@@ -156,7 +104,9 @@ both_backends!(
         .await;
         mock_work_slow(&world.work_api, Duration::from_millis(1500), 1).await;
         mock_c2s_ok(&world.c2s, 1).await;
-        let mut process = world.process("10").await;
+        let mut process = world
+            .process(&[("ENRICHER__WORKERS__DRAIN_SECS", "10")])
+            .await;
         let id = post_ok(&process, &lead(1)).await;
         wait_calls(&world.work_api, 1).await;
 
@@ -186,7 +136,7 @@ both_backends!(
         mock_work_slow(&world.work_api, STALL, 1).await;
         mock_work_slow(&world.work_api, Duration::ZERO, 1).await;
         mock_c2s_ok(&world.c2s, 1).await;
-        let mut process = world.process("1").await;
+        let mut process = world.process(&[("ENRICHER__WORKERS__DRAIN_SECS", "1")]).await;
         let id = post_ok(&process, &lead(1)).await;
         wait_calls(&world.work_api, 1).await;
 
@@ -201,7 +151,7 @@ both_backends!(
         );
         assert!(world.posted_leads().await.is_empty());
 
-        let _second = world.process("1").await;
+        let _second = world.process(&[("ENRICHER__WORKERS__DRAIN_SECS", "1")]).await;
         let event = wait_for("the handed-back event to finish", Duration::from_secs(20), || {
             let store = world.store.clone();
             async move {
