@@ -784,19 +784,7 @@ impl TestApp {
 
     /// Waits until the event reaches a final state (done or dead) and returns it.
     pub async fn wait_final(&self, id: i64) -> EventRecord {
-        let store = self.store().clone();
-        wait_for(
-            &format!("event {id} to finish"),
-            Duration::from_secs(20),
-            || {
-                let store = store.clone();
-                async move {
-                    let event = store.event(id).await.ok()??;
-                    matches!(event.state.as_str(), "done" | "dead").then_some(event)
-                }
-            },
-        )
-        .await
+        wait_final(self.store(), id, Duration::from_secs(20)).await
     }
 
     /// Messages the C2S mock received, as (lead id, body).
@@ -822,6 +810,18 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Waits until the event reaches a final state (done or dead) in `store` and returns it.
+pub async fn wait_final(store: &DynStore, id: i64, deadline: Duration) -> EventRecord {
+    wait_for(&format!("event {id} to finish"), deadline, || {
+        let store = store.clone();
+        async move {
+            let event = store.event(id).await.ok()??;
+            matches!(event.state.as_str(), "done" | "dead").then_some(event)
+        }
+    })
+    .await
 }
 
 /// Polls `check` until it returns `Some`, or panics after `deadline` naming what it waited for.

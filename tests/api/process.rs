@@ -211,19 +211,7 @@ impl World {
     }
 
     pub async fn wait_final(&self, id: i64) -> EventRecord {
-        let store = self.store.clone();
-        wait_for(
-            &format!("event {id} to finish"),
-            Duration::from_secs(30),
-            || {
-                let store = store.clone();
-                async move {
-                    let event = store.event(id).await.ok()??;
-                    matches!(event.state.as_str(), "done" | "dead").then_some(event)
-                }
-            },
-        )
-        .await
+        wait_final(&self.store, id, Duration::from_secs(30)).await
     }
 
     pub async fn event(&self, id: i64) -> EventRecord {
