@@ -17,6 +17,8 @@
 //!
 //! Nothing here downloads or leaves the loopback. See BENCHMARKS.md for the latest figures.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hint::black_box;
@@ -36,7 +38,6 @@ use enricher::store::{DynStore, Lookup, SqliteStore};
 use phonenumber::Mode;
 use phonenumber::country::Id::BR;
 use serde_json::Value;
-use sqlx::Connection;
 use tokio::sync::Semaphore;
 
 /// Samples per phone benchmark; each sample runs the ten formats enough times to last
@@ -104,7 +105,7 @@ async fn main() {
     intake("3", "SQLite", url).await;
     memory("after intake (SQLite)");
 
-    match postgres_admin().await {
+    match common::postgres_admin().await {
         Ok((admin_url, conn)) => {
             intake_postgres(admin_url, conn).await;
             memory("after intake (Postgres)");
@@ -851,25 +852,6 @@ async fn intake(section: &str, label: &str, database_url: String) {
 
 // ---------------------------------------------------------------------------------------------
 // 3b. The same on Postgres, in a throwaway database.
-
-/// The Postgres tests use, if it is on the loopback and answers.
-async fn postgres_admin() -> Result<(String, sqlx::PgConnection), String> {
-    let url = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let parsed = url::Url::parse(&url).map_err(|_| "TEST_DATABASE_URL is not a URL".to_owned())?;
-    let host = parsed.host_str().unwrap_or("");
-    if !matches!(host, "127.0.0.1" | "localhost" | "::1" | "[::1]") {
-        return Err("TEST_DATABASE_URL is not on the loopback (benchmarks stay local)".to_owned());
-    }
-    match tokio::time::timeout(Duration::from_secs(3), sqlx::PgConnection::connect(&url)).await {
-        Ok(Ok(conn)) => Ok((url, conn)),
-        Ok(Err(_)) => Err(format!(
-            "no Postgres answering at {host}:{}",
-            parsed.port().unwrap_or(5432)
-        )),
-        Err(_) => Err("connecting to Postgres timed out".to_owned()),
-    }
-}
 
 async fn intake_postgres(admin_url: String, mut conn: sqlx::PgConnection) {
     let name = format!("enricher_bench_{}", uuid::Uuid::new_v4().simple());

@@ -14,6 +14,8 @@
 //! The process uses the service's allocator, jemalloc with background purging (see `src/main.rs`), so what is measured here is
 //! what the service does. Nothing here downloads or leaves the loopback.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -73,7 +75,7 @@ async fn main() {
 
     per_kind(&people).await;
 
-    match postgres_admin().await {
+    match common::postgres_admin().await {
         Ok((admin_url, conn)) => warm_on_postgres(&people, admin_url, conn).await,
         Err(why) => println!("\n## 2. Warm on Postgres: skipped, {why}"),
     }
@@ -283,25 +285,6 @@ async fn per_kind(people: &Synthetic) {
 
 // ---------------------------------------------------------------------------------------------
 // 2. Warm on Postgres through the application.
-
-/// The Postgres tests use, if it is on the loopback and answers.
-async fn postgres_admin() -> Result<(String, sqlx::PgConnection), String> {
-    let url = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let parsed = url::Url::parse(&url).map_err(|_| "TEST_DATABASE_URL is not a URL".to_owned())?;
-    let host = parsed.host_str().unwrap_or("");
-    if !matches!(host, "127.0.0.1" | "localhost" | "::1" | "[::1]") {
-        return Err("TEST_DATABASE_URL is not on the loopback (benchmarks stay local)".to_owned());
-    }
-    match tokio::time::timeout(Duration::from_secs(3), sqlx::PgConnection::connect(&url)).await {
-        Ok(Ok(conn)) => Ok((url, conn)),
-        Ok(Err(_)) => Err(format!(
-            "no Postgres answering at {host}:{}",
-            parsed.port().unwrap_or(5432)
-        )),
-        Err(_) => Err("connecting to Postgres timed out".to_owned()),
-    }
-}
 
 async fn warm_on_postgres(people: &Synthetic, admin_url: String, mut conn: sqlx::PgConnection) {
     let name = format!("enricher_bench_{}", uuid::Uuid::new_v4().simple());
