@@ -277,6 +277,16 @@ pub struct C2sSettings {
     #[serde(serialize_with = "serialize_redacted")]
     pub token: Option<SecretString>,
     pub timeout_ms: u64,
+    /// Largest answer body read (a page of listed leads, a created lead's id); a bigger one
+    /// is a permanent provider error.
+    pub max_answer_bytes: usize,
+    /// Longest description of a lead created in C2S (Google Ads), in characters; longer is cut
+    /// on a character boundary.
+    pub description_max_chars: usize,
+    /// How often recently updated leads are listed to catch lost webhooks; 0 turns it off.
+    pub reconcile_secs: u64,
+    /// With no stored watermark yet, how far back reconciliation looks.
+    pub reconcile_lookback_hours: u64,
     /// Consecutive failed calls (timeouts, 429, 5xx, connection) that open the circuit
     /// breaker; 0 turns it off.
     pub breaker_failures: u32,
@@ -475,6 +485,11 @@ impl Settings {
                 "ENRICHER__WORK_API__MAX_ANSWER_BYTES",
                 self.work_api.max_answer_bytes,
             ),
+            ("ENRICHER__C2S__MAX_ANSWER_BYTES", self.c2s.max_answer_bytes),
+            (
+                "ENRICHER__C2S__RECONCILE_LOOKBACK_HOURS",
+                self.c2s.reconcile_lookback_hours as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {
@@ -482,6 +497,17 @@ impl Settings {
                     reason: "must be at least 1".into(),
                 });
             }
+        }
+
+        // Room for the cut marker and a readable start.
+        if self.c2s.description_max_chars < crate::message::description::MIN_CHARS {
+            return Err(ConfigError::Invalid {
+                name: "ENRICHER__C2S__DESCRIPTION_MAX_CHARS",
+                reason: format!(
+                    "must be at least {}",
+                    crate::message::description::MIN_CHARS
+                ),
+            });
         }
 
         // hyper reads HTTP/1 heads into a buffer of at least 8 KiB.

@@ -23,6 +23,8 @@
 //!   parts `street`, `number`, `complement`, `district`, `city`, `uf`, `cep`), `companies[]`
 //!   (`cnpj`, `relation`). Missing values are none.
 
+pub mod description;
+
 use std::fmt;
 use std::sync::Arc;
 
