@@ -11,10 +11,13 @@
 //! - [`store`]: one interface over Postgres and SQLite; inbox and person data.
 //! - [`message`]: the message rendered from the operators' template.
 //! - [`delivery`]: posting the message, retries and dead letters.
+//! - [`backfill`]: reading the files operators export, and the per-row report.
+//! - [`reconcile`]: which listed CRM leads to put in the inbox, and from when to list.
 //!
 //! Beside them: [`http`] (router, errors, auth), [`config`], [`telemetry`], [`startup`],
 //! [`state`] and [`cli`]. See ARCHITECTURE.md for the invariants that hold across them.
 
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod delivery;
@@ -25,6 +28,7 @@ pub mod message;
 pub mod metrics;
 pub mod operators;
 pub mod providers;
+pub mod reconcile;
 pub mod resolution;
 pub mod startup;
 pub mod state;

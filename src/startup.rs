@@ -171,6 +171,7 @@ impl Application {
             base(&settings.c2s.base_url, "c2s")?,
             secret(&settings.c2s.token),
             Duration::from_millis(settings.c2s.timeout_ms),
+            settings.c2s.max_answer_bytes,
         );
         let metrics = Arc::new(Metrics::new(
             settings.diretrix.price_per_call,
