@@ -57,10 +57,10 @@ pub fn window_since(since: OffsetDateTime, now: OffsetDateTime) -> Window {
 
 /// The listed leads to put in the inbox, in page order: those whose lead-version `seen` does
 /// not know, each once even when the page lists it twice.
-pub fn to_enqueue<'a>(
-    page: &'a [ListedLead],
+pub fn to_enqueue(
+    page: &[ListedLead],
     mut seen: impl FnMut(&LeadId, OffsetDateTime) -> bool,
-) -> Vec<&'a ListedLead> {
+) -> Vec<&ListedLead> {
     let mut taken: HashSet<(&LeadId, OffsetDateTime)> = HashSet::new();
     page.iter()
         .filter(|l| {

@@ -319,10 +319,12 @@ mod tests {
         assert_eq!(r.cpf.as_deref(), Some("529.982.247-25"));
     }
 
-    /// Each case: a file, how many usable rows, and the problems by line.
+    /// A case: its name, a file, how many usable rows, and the problems by line.
+    type Case = (&'static str, Vec<u8>, usize, Vec<(u64, Problem)>);
+
     #[test]
     fn table_of_files() {
-        let cases: Vec<(&str, Vec<u8>, usize, Vec<(u64, Problem)>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "semicolons and Portuguese headers, accents and case ignored",
                 "ID;Nome;Telefone;E-mail;Documento;Observação\nL1;Ana;(11) 91234-5678;;;x\nL2;Bia;;bia@example.com;;y\n"
