@@ -30,6 +30,8 @@ use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, context};
 
 use crate::domain::person::{Person, PersonAddress};
+use crate::domain::phone::format_national;
+use crate::domain::{Email, Phone};
 
 /// The default template, also shipped as `config/templates/message.txt.j2` for operators.
 pub const DEFAULT_TEMPLATE: &str = include_str!("../../config/templates/message.txt.j2");
@@ -78,10 +80,10 @@ pub struct Finding {
 /// A contact of the lead.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Via {
-    /// National digits, area code included: "11987654321".
-    Phone(String),
-    /// The email address.
-    Email(String),
+    /// Shown as "(11) 98765-4321".
+    Phone(Phone),
+    /// Shown as the canonical address.
+    Email(Email),
 }
 
 // Contacts and persons are personal data: Debug never prints them.
@@ -125,8 +127,8 @@ impl Via {
     /// The contact as a reader would write it.
     fn display_value(&self) -> String {
         match self {
-            Via::Phone(digits) => format_phone(digits),
-            Via::Email(address) => address.clone(),
+            Via::Phone(phone) => phone.formatted(),
+            Via::Email(email) => email.as_str().to_owned(),
         }
     }
 
@@ -380,7 +382,7 @@ fn person_context(p: &Person) -> Value {
         .take(MAX_PHONES)
         .map(|t| {
             context! {
-                number => format_phone(&t.number),
+                number => format_national(&t.number),
                 kind => &t.kind,
                 whatsapp => t.whatsapp,
             }
@@ -412,7 +414,7 @@ fn person_context(p: &Person) -> Value {
         .collect();
 
     context! {
-        cpf => format_cpf(&p.cpf),
+        cpf => p.cpf.formatted(),
         name => &p.name,
         birth_date => &p.birth_date,
         sex => &p.sex,
@@ -484,36 +486,6 @@ fn join_pt(items: &[String]) -> String {
 
 fn all_digits(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// "52601815906" -> "526.018.159-06"; anything else unchanged.
-pub fn format_cpf(digits: &str) -> String {
-    if digits.len() == 11 && all_digits(digits) {
-        format!(
-            "{}.{}.{}-{}",
-            &digits[..3],
-            &digits[3..6],
-            &digits[6..9],
-            &digits[9..]
-        )
-    } else {
-        digits.to_owned()
-    }
-}
-
-/// "11987654321" -> "(11) 98765-4321", "1138001234" -> "(11) 3800-1234"; anything else unchanged.
-pub fn format_phone(digits: &str) -> String {
-    if !all_digits(digits) {
-        return digits.to_owned();
-    }
-    match digits.len() {
-        10 | 11 => {
-            let (area, rest) = digits.split_at(2);
-            let (head, tail) = rest.split_at(rest.len() - 4);
-            format!("({area}) {head}-{tail}")
-        }
-        _ => digits.to_owned(),
-    }
 }
 
 /// "04077000" -> "04077-000"; anything else unchanged.
@@ -617,48 +589,16 @@ fn group_thousands(digits: &str) -> String {
     out
 }
 
-/// Generic, made-up data exercising every section and every kind of block.
+/// Made-up data exercising every section and every kind of block.
 fn sample_findings() -> [(Option<&'static str>, Vec<Finding>); 2] {
-    use crate::domain::person::{PersonCompany, PersonEmail, PersonPhone};
-    let person = Arc::new(Person {
-        cpf: "52601815906".to_owned(),
-        name: Some("FULANO DE TAL".to_owned()),
-        birth_date: Some("01/01/1980".to_owned()),
-        sex: Some("Masculino".to_owned()),
-        mother_name: Some("BELTRANA DE TAL".to_owned()),
-        income: Some("1000,00".to_owned()),
-        purchasing_power: Some("MEDIO".to_owned()),
-        income_band: Some("De R$ 1000 até R$ 2000".to_owned()),
-        credit_score: Some("500".to_owned()),
-        risk: Some("MEDIO".to_owned()),
-        emails: vec![PersonEmail {
-            address: "fulano@example.com".to_owned(),
-            priority: Some("1".to_owned()),
-        }],
-        phones: vec![PersonPhone {
-            number: "11900000000".to_owned(),
-            kind: Some("CELULAR".to_owned()),
-            whatsapp: true,
-        }],
-        addresses: vec![PersonAddress {
-            street: Some("RUA EXEMPLO".to_owned()),
-            number: Some("1".to_owned()),
-            complement: Some("CASA".to_owned()),
-            district: Some("CENTRO".to_owned()),
-            city: Some("CIDADE".to_owned()),
-            uf: Some("SP".to_owned()),
-            cep: Some("01000000".to_owned()),
-        }],
-        companies: vec![PersonCompany {
-            cnpj: "11222333000181".to_owned(),
-            relation: Some("SOCIO".to_owned()),
-        }],
-    });
-    let phone = Via::Phone("11900000000".to_owned());
-    let email = Via::Email("fulano@example.com".to_owned());
+    let person = Arc::new(Person::sample());
+    // Synthetic contacts that parse: the sample is built from the same types as real leads.
+    let phone = Via::Phone(Phone::parse("11987654321").expect("the sample phone is valid"));
+    let email =
+        Via::Email(Email::parse("maria.souza@example.com").expect("the sample e-mail is valid"));
     [
         (
-            Some("Fulano"),
+            Some("Maria"),
             vec![
                 Finding {
                     via: phone.clone(),
@@ -689,23 +629,18 @@ fn sample_findings() -> [(Option<&'static str>, Vec<Finding>); 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::person::{PersonCompany, PersonEmail, PersonPhone, WorkApiAnswer};
+    use crate::domain::Cpf;
+    use crate::domain::person::{PersonCompany, PersonEmail, PersonPhone};
 
-    const PERSON_FIXTURE: &str = include_str!("../../tests/fixtures/work_api_person.json");
-
-    /// The Work API fixture's person (MARIA, 526.018.159-06).
+    /// The sample person, which the Work API fixture reads into (MARIA, 526.018.159-06).
     fn maria() -> Arc<Person> {
-        let body: serde_json::Value = serde_json::from_str(PERSON_FIXTURE).unwrap();
-        match Person::from_work_api(&body).unwrap() {
-            WorkApiAnswer::Found(person) => Arc::new(person),
-            WorkApiAnswer::NotFound => panic!("fixture is a person"),
-        }
+        Arc::new(Person::sample())
     }
 
     /// A second, sparse person: no financial data, no lists.
     fn joao() -> Arc<Person> {
         Arc::new(Person {
-            cpf: "11144477735".into(),
+            cpf: Cpf::parse("11144477735").unwrap(),
             name: Some("JOAO DA SILVA".into()),
             birth_date: None,
             sex: Some("Masculino".into()),
@@ -723,11 +658,11 @@ mod tests {
     }
 
     fn phone() -> Via {
-        Via::Phone("11987654321".into())
+        Via::Phone(Phone::parse("11987654321").unwrap())
     }
 
     fn email() -> Via {
-        Via::Email("maria.souza@example.com".into())
+        Via::Email(Email::parse("maria.souza@example.com").unwrap())
     }
 
     fn found(via: Via, person: &Arc<Person>) -> Finding {
@@ -1073,34 +1008,6 @@ Risco: BAIXO
     }
 
     #[test]
-    fn cpfs_are_formatted() {
-        let cases = [
-            ("52601815906", "526.018.159-06"),
-            ("5260181590", "5260181590"),
-            ("526.018.159-06", "526.018.159-06"),
-            ("", ""),
-        ];
-        for (raw, expected) in cases {
-            assert_eq!(format_cpf(raw), expected, "input {raw:?}");
-        }
-    }
-
-    #[test]
-    fn phones_are_formatted() {
-        let cases = [
-            ("11987654321", "(11) 98765-4321"),
-            ("1138001234", "(11) 3800-1234"),
-            ("5511987654321", "5511987654321"),
-            ("987654321", "987654321"),
-            ("(11) 98765-4321", "(11) 98765-4321"),
-            ("", ""),
-        ];
-        for (raw, expected) in cases {
-            assert_eq!(format_phone(raw), expected, "input {raw:?}");
-        }
-    }
-
-    #[test]
     fn ceps_are_formatted() {
         let cases = [
             ("04077000", "04077-000"),
@@ -1193,7 +1100,7 @@ Risco: BAIXO
     #[test]
     fn debug_output_hides_contacts() {
         let finding = found(phone(), &maria());
-        let printed = format!("{finding:?} {:?}", Via::Email("x@example.com".into()));
+        let printed = format!("{finding:?} {:?}", email());
         assert_eq!(
             printed,
             r#"Finding { via: Phone(***), found: true } Email(***)"#

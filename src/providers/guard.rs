@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
 use super::{CpfCandidate, CpfLookup, Crm, PersonData, ProviderError};
-use crate::domain::person::WorkApiAnswer;
 use crate::domain::{ContactKey, Cpf, LeadId};
+use crate::providers::work_api::WorkApiAnswer;
 
 /// Limits of one provider.
 #[derive(Debug, Clone, Copy)]
