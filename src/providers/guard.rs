@@ -17,8 +17,8 @@ use tokio::sync::Semaphore;
 use super::{
     CpfCandidate, CpfLookup, Crm, LeadPage, LeadQuery, NewCrmLead, PersonData, ProviderError,
 };
-use crate::domain::person::WorkApiAnswer;
 use crate::domain::{ContactKey, Cpf, LeadId};
+use crate::providers::work_api::WorkApiAnswer;
 
 /// Limits of one provider.
 #[derive(Debug, Clone, Copy)]

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::person::WorkApiAnswer;
 use crate::domain::{ContactKey, Cpf, LeadId};
+use crate::providers::work_api::WorkApiAnswer;
 
 /// What went wrong talking to a provider, by class: the class decides retry or give up.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]

@@ -379,8 +379,8 @@ async fn resolve(
             });
         }
         let via = match key {
-            ContactKey::Phone(p) => Via::Phone(p.national()),
-            ContactKey::Email(e) => Via::Email(e.as_str().to_owned()),
+            ContactKey::Phone(p) => Via::Phone(p.clone()),
+            ContactKey::Email(e) => Via::Email(e.clone()),
         };
         findings.push(Finding { via, person });
     }
