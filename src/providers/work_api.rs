@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{PersonData, ProviderError, http_client, read_json, send_lookup};
 use crate::domain::Cpf;
 use crate::domain::person::{Person, WorkApiAnswer};
+use crate::domain::text::TextLimits;
 
 const PROVIDER: &str = "work_api";
 
@@ -21,6 +22,8 @@ pub struct WorkApiClient {
     token: SecretString,
     /// Largest answer body read.
     max_answer_bytes: usize,
+    /// How much of each field and list of an answer is kept.
+    limits: TextLimits,
 }
 
 impl WorkApiClient {
@@ -35,7 +38,14 @@ impl WorkApiClient {
             base,
             token,
             max_answer_bytes,
+            limits: TextLimits::default(),
         }
+    }
+
+    /// Keeps at most what `limits` allow of each field and list of an answer.
+    pub fn with_limits(mut self, limits: TextLimits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 
@@ -74,10 +84,11 @@ impl PersonData for WorkApiClient {
         };
         let body: serde_json::Value =
             read_json(PROVIDER, response, self.max_answer_bytes, "a JSON object").await?;
-        let answer = Person::from_work_api(&body).map_err(|e| ProviderError::Decode {
-            provider: PROVIDER,
-            detail: e.to_string(),
-        })?;
+        let answer =
+            Person::from_work_api_with(&body, self.limits).map_err(|e| ProviderError::Decode {
+                provider: PROVIDER,
+                detail: e.to_string(),
+            })?;
         check_answer_is_for(cpf, &answer)?;
         Ok((body, answer))
     }
