@@ -10,7 +10,9 @@
 //! - [`providers`]: one adapter per outside API, plus the in-process [`providers::sandbox`].
 //! - [`store`]: one interface over Postgres and SQLite; inbox and person data.
 //! - [`message`]: the message rendered from the operators' template.
-//! - [`delivery`]: posting the message, retries and dead letters.
+//! - [`delivery`]: posting the message, and a POST whose outcome is unknown.
+//! - [`retry`]: what a failed attempt turns into (retry with full-jitter backoff, park, dead
+//!   letter), for provider, store and CRM failures alike.
 //! - [`backfill`]: reading the files operators export, and the per-row report.
 //! - [`reconcile`]: which listed CRM leads to put in the inbox, and from when to list.
 //!
@@ -30,6 +32,7 @@ pub mod operators;
 pub mod providers;
 pub mod reconcile;
 pub mod resolution;
+pub mod retry;
 pub mod startup;
 pub mod state;
 pub mod store;

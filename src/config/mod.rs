@@ -212,6 +212,9 @@ pub struct ServerSettings {
     /// How long a client may take to send a request's headers, and how long an idle
     /// keep-alive connection stays open waiting for the next request.
     pub header_read_timeout_secs: u64,
+    /// How long a connection with no request in flight stays open, any protocol. HTTP/1
+    /// keep-alive is also bounded by `header_read_timeout_secs`; HTTP/2 only by this.
+    pub idle_timeout_secs: u64,
     /// Largest request head (request line and headers) read, in bytes; past it HTTP/1 answers
     /// 431 and HTTP/2 refuses the stream.
     pub max_header_bytes: usize,
@@ -241,6 +244,8 @@ pub struct DiretrixSettings {
     pub price_per_call: f64,
     /// Largest answer body read; a bigger one is a permanent provider error.
     pub max_answer_bytes: usize,
+    /// Longest candidate name kept from an answer, in characters; longer ones are cut.
+    pub max_field_chars: usize,
     /// Consecutive failed calls (timeouts, 429, 5xx, connection) that open the circuit
     /// breaker; 0 turns it off.
     pub breaker_failures: u32,
@@ -262,6 +267,10 @@ pub struct WorkApiSettings {
     pub price_per_call: f64,
     /// Largest answer body read; a bigger one is a permanent provider error.
     pub max_answer_bytes: usize,
+    /// Longest text field kept from an answer, in characters; longer ones are cut.
+    pub max_field_chars: usize,
+    /// Most entries kept of each list in an answer (phones, e-mails, addresses, companies).
+    pub max_list_items: usize,
     /// Consecutive failed calls (timeouts, 429, 5xx, connection) that open the circuit
     /// breaker; 0 turns it off.
     pub breaker_failures: u32,
@@ -532,6 +541,39 @@ impl Settings {
         if self.server.header_read_timeout_secs == 0 {
             return Err(ConfigError::Invalid {
                 name: "ENRICHER__SERVER__HEADER_READ_TIMEOUT_SECS",
+                reason: "must be at least 1".into(),
+            });
+        }
+        // The field cap also applies to CPFs, phones and CNPJs (a formatted CNPJ is 18
+        // characters): below 32 it would cut identifiers, not just stop hostile text. A list
+        // cap of 0 would drop every phone and address.
+        for (name, value, least) in [
+            (
+                "ENRICHER__DIRETRIX__MAX_FIELD_CHARS",
+                self.diretrix.max_field_chars,
+                32,
+            ),
+            (
+                "ENRICHER__WORK_API__MAX_FIELD_CHARS",
+                self.work_api.max_field_chars,
+                32,
+            ),
+            (
+                "ENRICHER__WORK_API__MAX_LIST_ITEMS",
+                self.work_api.max_list_items,
+                1,
+            ),
+        ] {
+            if value < least {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: format!("must be at least {least}"),
+                });
+            }
+        }
+        if self.server.idle_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                name: "ENRICHER__SERVER__IDLE_TIMEOUT_SECS",
                 reason: "must be at least 1".into(),
             });
         }

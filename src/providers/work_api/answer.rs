@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::Cpf;
 use crate::domain::person::{Person, PersonAddress, PersonCompany, PersonEmail, PersonPhone};
-use crate::domain::text::{MAX_FIELD_CHARS, MAX_LIST_ITEMS, clip};
+use crate::domain::text::{TextLimits, clip};
 
 /// Length of a CPF in digits.
 const CPF_LEN: usize = 11;
@@ -60,6 +60,12 @@ impl WorkApiAnswer {
     /// Reads a Work API 200 body. `{"status":404,...}` (status as number or string) -> NotFound, never a Person.
     /// A body without DadosBasicos.cpf, or other statuses, -> Err.
     pub fn parse(body: &Value) -> Result<WorkApiAnswer, AnswerError> {
+        Self::parse_with(body, TextLimits::default())
+    }
+
+    /// [`WorkApiAnswer::parse`] keeping at most what `limits` allow of each field and list.
+    pub fn parse_with(body: &Value, limits: TextLimits) -> Result<WorkApiAnswer, AnswerError> {
+        let l = &limits;
         let root = body.as_object().ok_or(AnswerError::NotAnObject)?;
 
         // The provider reports "not found" inside a 200, so the status field decides first;
@@ -72,7 +78,7 @@ impl WorkApiAnswer {
 
         let basic = object(root, "DadosBasicos");
         let cpf = basic
-            .and_then(|b| text(b.get("cpf")))
+            .and_then(|b| text(l, b.get("cpf")))
             .ok_or(AnswerError::MissingCpf)?;
         let cpf = normalize_cpf(&cpf)?;
 
@@ -82,20 +88,20 @@ impl WorkApiAnswer {
 
         Ok(WorkApiAnswer::Found(Person {
             cpf,
-            name: field(basic, "nome"),
-            birth_date: field(basic, "dataNascimento"),
-            sex: field(basic, "sexo").and_then(|s| normalize_sex(&s)),
-            mother_name: field(basic, "nomeMae"),
-            income: field(economic, "renda"),
-            purchasing_power: field(power, "poderAquisitivoDescricao"),
-            income_band: field(power, "faixaPoderAquisitivo"),
-            credit_score: field(score, "scoreCSBA").or_else(|| field(score, "scoreCSB")),
-            risk: field(score, "scoreCSBAFaixaRisco")
-                .or_else(|| field(score, "scoreCSBFaixaRisco")),
-            emails: items(root, "emails").filter_map(parse_email).collect(),
-            phones: items(root, "telefones").filter_map(parse_phone).collect(),
-            addresses: items(root, "enderecos").filter_map(parse_address).collect(),
-            companies: items(root, "empresas").filter_map(parse_company).collect(),
+            name: field(l, basic, "nome"),
+            birth_date: field(l, basic, "dataNascimento"),
+            sex: field(l, basic, "sexo").and_then(|s| normalize_sex(&s)),
+            mother_name: field(l, basic, "nomeMae"),
+            income: field(l, economic, "renda"),
+            purchasing_power: field(l, power, "poderAquisitivoDescricao"),
+            income_band: field(l, power, "faixaPoderAquisitivo"),
+            credit_score: field(l, score, "scoreCSBA").or_else(|| field(l, score, "scoreCSB")),
+            risk: field(l, score, "scoreCSBAFaixaRisco")
+                .or_else(|| field(l, score, "scoreCSBFaixaRisco")),
+            emails: items(l, root, "emails").filter_map(|i| parse_email(l, i)).collect(),
+            phones: items(l, root, "telefones").filter_map(|i| parse_phone(l, i)).collect(),
+            addresses: items(l, root, "enderecos").filter_map(|i| parse_address(l, i)).collect(),
+            companies: items(l, root, "empresas").filter_map(|i| parse_company(l, i)).collect(),
         }))
     }
 }
@@ -144,9 +150,9 @@ fn capitalize(word: &str) -> String {
     }
 }
 
-fn parse_email(item: &Value) -> Option<PersonEmail> {
+fn parse_email(l: &TextLimits, item: &Value) -> Option<PersonEmail> {
     // Some answers list bare strings instead of objects; both carry the address.
-    if let Some(address) = text(Some(item)) {
+    if let Some(address) = text(l, Some(item)) {
         return Some(PersonEmail {
             address,
             priority: None,
@@ -154,13 +160,13 @@ fn parse_email(item: &Value) -> Option<PersonEmail> {
     }
     let obj = item.as_object()?;
     Some(PersonEmail {
-        address: text(obj.get("email"))?,
-        priority: text(obj.get("prioridade")),
+        address: text(l, obj.get("email"))?,
+        priority: text(l, obj.get("prioridade")),
     })
 }
 
-fn parse_phone(item: &Value) -> Option<PersonPhone> {
-    if let Some(raw) = text(Some(item)) {
+fn parse_phone(l: &TextLimits, item: &Value) -> Option<PersonPhone> {
+    if let Some(raw) = text(l, Some(item)) {
         return non_empty(digits_of(&raw)).map(|number| PersonPhone {
             number,
             kind: None,
@@ -169,22 +175,22 @@ fn parse_phone(item: &Value) -> Option<PersonPhone> {
     }
     let obj = item.as_object()?;
     Some(PersonPhone {
-        number: non_empty(digits_of(&text(obj.get("telefone"))?))?,
-        kind: text(obj.get("tipo")),
+        number: non_empty(digits_of(&text(l, obj.get("telefone"))?))?,
+        kind: text(l, obj.get("tipo")),
         whatsapp: obj.get("whatsapp").is_some_and(is_yes),
     })
 }
 
-fn parse_address(item: &Value) -> Option<PersonAddress> {
+fn parse_address(l: &TextLimits, item: &Value) -> Option<PersonAddress> {
     let obj = item.as_object()?;
     let address = PersonAddress {
-        street: street(text(obj.get("tipoLogradouro")), text(obj.get("logradouro"))),
-        number: text(obj.get("logradouroNumero")).or_else(|| text(obj.get("numero"))),
-        complement: text(obj.get("complemento")),
-        district: text(obj.get("bairro")),
-        city: text(obj.get("cidade")),
-        uf: text(obj.get("uf")),
-        cep: text(obj.get("cep")).and_then(|c| non_empty(digits_of(&c))),
+        street: street(text(l, obj.get("tipoLogradouro")), text(l, obj.get("logradouro"))),
+        number: text(l, obj.get("logradouroNumero")).or_else(|| text(l, obj.get("numero"))),
+        complement: text(l, obj.get("complemento")),
+        district: text(l, obj.get("bairro")),
+        city: text(l, obj.get("cidade")),
+        uf: text(l, obj.get("uf")),
+        cep: text(l, obj.get("cep")).and_then(|c| non_empty(digits_of(&c))),
     };
     // An entry with nothing in it would only render as an empty line.
     let empty = PersonAddress {
@@ -219,11 +225,11 @@ fn street(kind: Option<String>, name: Option<String>) -> Option<String> {
     }
 }
 
-fn parse_company(item: &Value) -> Option<PersonCompany> {
+fn parse_company(l: &TextLimits, item: &Value) -> Option<PersonCompany> {
     let obj = item.as_object()?;
     Some(PersonCompany {
-        cnpj: non_empty(digits_of(&text(obj.get("cnpj"))?))?,
-        relation: text(obj.get("relacao")).or_else(|| text(obj.get("tipoRelacao"))),
+        cnpj: non_empty(digits_of(&text(l, obj.get("cnpj"))?))?,
+        relation: text(l, obj.get("relacao")).or_else(|| text(l, obj.get("tipoRelacao"))),
     })
 }
 
@@ -243,25 +249,29 @@ fn object<'a>(parent: &'a Map<String, Value>, key: &str) -> Option<&'a Map<Strin
 }
 
 /// A text field of an optional object.
-fn field(parent: Option<&Map<String, Value>>, key: &str) -> Option<String> {
-    parent.and_then(|p| text(p.get(key)))
+fn field(l: &TextLimits, parent: Option<&Map<String, Value>>, key: &str) -> Option<String> {
+    parent.and_then(|p| text(l, p.get(key)))
 }
 
 /// The entries of an array field; a missing or non-array field is simply empty.
-fn items<'a>(parent: &'a Map<String, Value>, key: &str) -> impl Iterator<Item = &'a Value> {
+fn items<'a>(
+    l: &TextLimits,
+    parent: &'a Map<String, Value>,
+    key: &str,
+) -> impl Iterator<Item = &'a Value> {
     parent
         .get(key)
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .take(MAX_LIST_ITEMS)
+        .take(l.max_list_items)
 }
 
 /// A trimmed string, a number rendered as text, or None for null/empty/other shapes.
-fn text(value: Option<&Value>) -> Option<String> {
+fn text(l: &TextLimits, value: Option<&Value>) -> Option<String> {
     match value? {
         Value::String(s) => {
-            let trimmed = clip(s.trim(), MAX_FIELD_CHARS).trim_end();
+            let trimmed = clip(s.trim(), l.max_field_chars).trim_end();
             (!trimmed.is_empty()).then(|| trimmed.to_owned())
         }
         Value::Number(n) => Some(n.to_string()),
@@ -280,6 +290,7 @@ fn non_empty(s: String) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::text::{MAX_FIELD_CHARS, MAX_LIST_ITEMS};
     use serde_json::json;
 
     const PERSON_FIXTURE: &str = include_str!("../../../tests/fixtures/work_api_person.json");
@@ -309,6 +320,24 @@ mod tests {
             Some(MAX_FIELD_CHARS)
         );
         assert_eq!(person.phones.len(), MAX_LIST_ITEMS);
+
+        let limits = TextLimits {
+            max_field_chars: 5,
+            max_list_items: 2,
+        };
+        let body = json!({
+            "DadosBasicos": {"cpf": "52601815906", "nome": "MARIA APARECIDA"},
+            "telefones": ["11999990001", "11999990002", "11999990003"],
+            "enderecos": [{"logradouro": "RUA DAS FLORES", "cidade": "SAO PAULO"}],
+        });
+        match WorkApiAnswer::parse_with(&body, limits).unwrap() {
+            WorkApiAnswer::Found(person) => {
+                assert_eq!(person.name.as_deref(), Some("MARIA"));
+                assert_eq!(person.phones.len(), 2);
+                assert_eq!(person.addresses[0].city.as_deref(), Some("SAO P"));
+            }
+            other => panic!("expected a person, got {other:?}"),
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{PersonData, ProviderError, http_client, read_json, send_lookup};
 use crate::domain::Cpf;
+use crate::domain::text::TextLimits;
 pub use answer::{AnswerError, WorkApiAnswer};
 
 const PROVIDER: &str = "work_api";
@@ -24,6 +25,8 @@ pub struct WorkApiClient {
     token: SecretString,
     /// Largest answer body read.
     max_answer_bytes: usize,
+    /// How much of each field and list of an answer is kept.
+    limits: TextLimits,
 }
 
 impl WorkApiClient {
@@ -38,7 +41,14 @@ impl WorkApiClient {
             base,
             token,
             max_answer_bytes,
+            limits: TextLimits::default(),
         }
+    }
+
+    /// Keeps at most what `limits` allow of each field and list of an answer.
+    pub fn with_limits(mut self, limits: TextLimits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 
@@ -83,7 +93,7 @@ impl PersonData for WorkApiClient {
         };
         let body: serde_json::Value =
             read_json(PROVIDER, response, self.max_answer_bytes, "a JSON object").await?;
-        let answer = check_answer_is_for(cpf, WorkApiAnswer::parse(&body))?;
+        let answer = check_answer_is_for(cpf, WorkApiAnswer::parse_with(&body, self.limits))?;
         Ok((body, answer))
     }
 }
