@@ -84,7 +84,7 @@ pub struct PersonPhone {
 }
 
 /// One postal address of a person.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersonAddress {
     /// Street type and name joined: "RUA DAS FLORES".
     #[serde(default)]
@@ -160,6 +160,26 @@ impl fmt::Debug for PersonCompany {
 }
 
 impl Person {
+    /// A person of whom nothing but the CPF is known yet.
+    pub fn with_cpf(cpf: Cpf) -> Person {
+        Person {
+            cpf,
+            name: None,
+            birth_date: None,
+            sex: None,
+            mother_name: None,
+            income: None,
+            purchasing_power: None,
+            income_band: None,
+            credit_score: None,
+            risk: None,
+            emails: Vec::new(),
+            phones: Vec::new(),
+            addresses: Vec::new(),
+            companies: Vec::new(),
+        }
+    }
+
     /// A made-up person with every field set (synthetic data, valid check digits): what an
     /// operator's template is rendered against at startup, and the person the Work API
     /// fixture `tests/fixtures/work_api_person.json` reads into.

@@ -168,15 +168,7 @@ mod tests {
 
     #[test]
     fn addresses_leave_out_missing_parts() {
-        let base = PersonAddress {
-            street: None,
-            number: None,
-            complement: None,
-            district: None,
-            city: None,
-            uf: None,
-            cep: None,
-        };
+        let base = PersonAddress::default();
         let cases = [
             (
                 PersonAddress {

@@ -351,12 +351,7 @@ Risco: BAIXO
         person.addresses = (1..=4)
             .map(|i| PersonAddress {
                 street: Some(format!("RUA {i}")),
-                number: None,
-                complement: None,
-                district: None,
-                city: None,
-                uf: None,
-                cep: None,
+                ..PersonAddress::default()
             })
             .collect();
         person.companies = (1..=5)

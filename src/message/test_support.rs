@@ -13,22 +13,10 @@ pub(super) fn maria() -> Arc<Person> {
 
 /// A second, sparse person: no financial data, no lists.
 pub(super) fn joao() -> Arc<Person> {
-    Arc::new(Person {
-        cpf: Cpf::parse("11144477735").unwrap(),
-        name: Some("JOAO DA SILVA".into()),
-        birth_date: None,
-        sex: Some("Masculino".into()),
-        mother_name: None,
-        income: None,
-        purchasing_power: None,
-        income_band: None,
-        credit_score: None,
-        risk: None,
-        emails: vec![],
-        phones: vec![],
-        addresses: vec![],
-        companies: vec![],
-    })
+    let mut person = Person::with_cpf(Cpf::parse("11144477735").unwrap());
+    person.name = Some("JOAO DA SILVA".into());
+    person.sex = Some("Masculino".into());
+    Arc::new(person)
 }
 
 pub(super) fn phone() -> Via {

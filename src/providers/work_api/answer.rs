@@ -193,16 +193,7 @@ fn parse_address(l: &TextLimits, item: &Value) -> Option<PersonAddress> {
         cep: text(l, obj.get("cep")).and_then(|c| non_empty(digits_of(&c))),
     };
     // An entry with nothing in it would only render as an empty line.
-    let empty = PersonAddress {
-        street: None,
-        number: None,
-        complement: None,
-        district: None,
-        city: None,
-        uf: None,
-        cep: None,
-    };
-    (address != empty).then_some(address)
+    (address != PersonAddress::default()).then_some(address)
 }
 
 /// "RUA" + "DAS FLORES" -> "RUA DAS FLORES", without doubling a type the name already has.
@@ -433,25 +424,7 @@ mod tests {
     #[test]
     fn a_minimal_body_gives_a_person_with_only_a_cpf() {
         let person = found(json!({"DadosBasicos": {"cpf": "52601815906"}}));
-        assert_eq!(
-            person,
-            Person {
-                cpf: Cpf::parse("52601815906").unwrap(),
-                name: None,
-                birth_date: None,
-                sex: None,
-                mother_name: None,
-                income: None,
-                purchasing_power: None,
-                income_band: None,
-                credit_score: None,
-                risk: None,
-                emails: vec![],
-                phones: vec![],
-                addresses: vec![],
-                companies: vec![],
-            }
-        );
+        assert_eq!(person, Person::with_cpf(Cpf::parse("52601815906").unwrap()));
     }
 
     #[test]
