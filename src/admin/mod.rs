@@ -5,7 +5,9 @@
 //! Each function owns its orchestration (store, resolver, broadcasts, metrics) and answers
 //! with a typed result; turning that into a status code is the handler's business.
 
+pub mod cache;
 pub mod erasure;
+pub mod events;
 pub mod leads;
 
 use crate::store::StoreError;
