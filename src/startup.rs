@@ -79,6 +79,7 @@ impl Application {
         };
         let store = store::connect(&settings.database).await?;
         store.migrate().await?;
+        crate::intake::convert_stored_events(store.as_ref()).await?;
         tracing::info!(
             database = %settings.database.redacted_url(),
             backend = store.backend(),

@@ -322,6 +322,25 @@ pub struct WebhookSettings {
 pub struct AdminSettings {
     #[serde(serialize_with = "serialize_redacted")]
     pub token: Option<SecretString>,
+    /// The key of the erasure audit's CPF hash (HMAC-SHA256). Its own secret, so rotating
+    /// the admin token keeps past erasures answerable. Required in production when the admin
+    /// token is set; elsewhere [`DEV_ERASURE_KEY`] stands in.
+    #[serde(default, serialize_with = "serialize_redacted")]
+    pub erasure_key: Option<SecretString>,
+}
+
+/// The erasure key outside production when none is configured: fixed, so a development
+/// database's audit stays answerable across restarts, and public, so never a protection.
+pub const DEV_ERASURE_KEY: &str = "enricher-development-erasure-key";
+
+impl AdminSettings {
+    /// The configured erasure key, or [`DEV_ERASURE_KEY`] (production refuses to start
+    /// without one when erasure is reachable; see `Settings::validate`).
+    pub fn erasure_key(&self) -> SecretString {
+        self.erasure_key
+            .clone()
+            .unwrap_or_else(|| SecretString::from(DEV_ERASURE_KEY))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -612,6 +631,11 @@ impl Settings {
             }
             // Optional secrets may be unset (the feature is off), never set to nothing: an
             // empty admin token would read as "configured" to someone checking the fleet.
+            // Erasure is reachable once the admin token is set; its audit hash must then be
+            // keyed by a secret of this deployment, not the public development key.
+            if self.admin.token.is_some() && !is_set(&self.admin.erasure_key) {
+                missing.push("ENRICHER__ADMIN__ERASURE_KEY".to_owned());
+            }
             for (name, secret) in [
                 ("ENRICHER__ADMIN__TOKEN", &self.admin.token),
                 (

@@ -22,10 +22,11 @@ use uuid::Uuid;
 use super::{
     AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InboxContacts, InsertOutcome, KeyLock,
     LeadLink, LockSpace, Lookup, NewEvent, PURGE_BATCH, PartyCounts, Replay, Store, StoreError,
-    StoredPerson, Subscription, WarmCursor, WarmPerson, contact_keys_of, erasure_scope,
-    keys_by_party, person_contacts, purge_payload, redact_payload,
+    StoredPerson, Subscription, UnconvertedEvent, WarmCursor, WarmPerson, contact_keys_of,
+    erasure_scope, keys_by_party, person_contacts, purge_payload, read_lead_event, redact_payload,
 };
-use crate::domain::{ContactKey, Cpf, Person};
+use crate::domain::{ContactKey, Cpf, LeadId, Person};
+use crate::event::{LeadEvent, Source};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -92,7 +93,7 @@ impl PgStore {
     }
 }
 
-const EVENT_COLUMNS: &str = "id, source, lead_id, event_at, action, payload, attempts, \
+const EVENT_COLUMNS: &str = "id, source, lead_id, event_at, action, payload, lead_event, attempts, \
      contact_set, message, (send_started_at IS NOT NULL) AS send_started, unknown_outcomes";
 
 fn claimed_from_row(row: &sqlx::postgres::PgRow, claim: Uuid) -> Result<ClaimedEvent, StoreError> {
@@ -104,6 +105,7 @@ fn claimed_from_row(row: &sqlx::postgres::PgRow, claim: Uuid) -> Result<ClaimedE
         event_at: row.try_get("event_at")?,
         action: row.try_get("action")?,
         payload: row.try_get("payload")?,
+        lead_event: row.try_get("lead_event")?,
         attempts: row.try_get("attempts")?,
         contact_set: row.try_get("contact_set")?,
         message: row.try_get("message")?,
@@ -211,14 +213,14 @@ impl Store for PgStore {
         // index entries in the same order and cannot deadlock.
         let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
             "WITH input AS (
-               SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[])
-                 WITH ORDINALITY AS t(source, lead_id, event_at, action, payload, ord)),
+               SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[], $6::jsonb[])
+                 WITH ORDINALITY AS t(source, lead_id, event_at, action, payload, lead_event, ord)),
              first AS (
                SELECT DISTINCT ON (source, lead_id, event_at) *
                  FROM input ORDER BY source, lead_id, event_at, ord),
              inserted AS (
-               INSERT INTO webhook_inbox (source, lead_id, event_at, action, payload)
-               SELECT source, lead_id, event_at, action, payload
+               INSERT INTO webhook_inbox (source, lead_id, event_at, action, payload, lead_event)
+               SELECT source, lead_id, event_at, action, payload, lead_event
                  FROM first ORDER BY source, lead_id, event_at
                ON CONFLICT (source, lead_id, event_at) DO NOTHING
                RETURNING id, source, lead_id, event_at)
@@ -228,11 +230,12 @@ impl Store for PgStore {
                LEFT JOIN inserted n USING (source, lead_id, event_at)
               ORDER BY i.ord",
         )
-        .bind(events.iter().map(|e| e.source).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.lead_id.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.event_at).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event.source.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event.lead.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event.at).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event.action.as_str()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event.to_stored()).collect::<Vec<_>>())
         .fetch_all(&self.pool)
         .await?;
         if rows.len() != events.len() {
@@ -658,20 +661,51 @@ impl Store for PgStore {
             .rows_affected())
     }
 
-    async fn latest_event_payload(
+    async fn latest_event(
         &self,
-        source: &str,
-        lead_id: &str,
-    ) -> Result<Option<Value>, StoreError> {
-        let payload: Option<Value> = sqlx::query_scalar(
-            "SELECT payload FROM webhook_inbox WHERE source = $1 AND lead_id = $2
+        source: Source,
+        lead: &LeadId,
+    ) -> Result<Option<LeadEvent>, StoreError> {
+        let stored: Option<Value> = sqlx::query_scalar(
+            "SELECT lead_event FROM webhook_inbox
+              WHERE source = $1 AND lead_id = $2 AND lead_event IS NOT NULL
               ORDER BY event_at DESC, id DESC LIMIT 1",
         )
-        .bind(source)
-        .bind(lead_id)
+        .bind(source.as_str())
+        .bind(lead.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(payload)
+        stored.as_ref().map(read_lead_event).transpose()
+    }
+
+    async fn events_without_lead_event(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<UnconvertedEvent>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, action, payload FROM webhook_inbox
+              WHERE lead_event IS NULL AND id > $1 AND NOT payload @> '{\"erased\": true}'
+              ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn set_lead_event(&self, id: i64, event: &LeadEvent) -> Result<bool, StoreError> {
+        // Only while still missing and not erased meanwhile.
+        Ok(sqlx::query(
+            "UPDATE webhook_inbox SET lead_event = $2
+              WHERE id = $1 AND lead_event IS NULL AND NOT payload @> '{\"erased\": true}'",
+        )
+        .bind(id)
+        .bind(event.to_stored())
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
     }
 
     async fn erase_party(
@@ -729,7 +763,7 @@ impl Store for PgStore {
                     .await?;
             sqlx::query(
                 "UPDATE webhook_inbox
-                SET payload = $2, contact_set = NULL, message = NULL,
+                SET payload = $2, lead_event = NULL, contact_set = NULL, message = NULL,
                     state = CASE WHEN state = 'processing' THEN 'pending' ELSE state END,
                     claim_token = CASE WHEN state = 'processing' THEN NULL ELSE claim_token END,
                     lease_until = CASE WHEN state = 'processing' THEN NULL ELSE lease_until END,
@@ -1034,7 +1068,7 @@ impl Store for PgStore {
             for (id, payload) in &rows {
                 sqlx::query(
                     "UPDATE webhook_inbox w
-                        SET payload = $2, message = NULL,
+                        SET payload = $2, lead_event = NULL, message = NULL,
                             contact_set = CASE WHEN EXISTS (
                                 SELECT 1 FROM webhook_inbox n
                                  WHERE n.source = w.source AND n.lead_id = w.lead_id

@@ -17,10 +17,11 @@ use uuid::Uuid;
 use super::{
     AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InboxContacts, InsertOutcome, KeyLock,
     LeadLink, LockSpace, Lookup, NewEvent, PURGE_BATCH, PartyCounts, Replay, Store, StoreError,
-    StoredPerson, Subscription, WarmCursor, WarmPerson, contact_keys_of, erasure_scope,
-    keys_by_party, person_contacts, purge_payload, redact_payload,
+    StoredPerson, Subscription, UnconvertedEvent, WarmCursor, WarmPerson, contact_keys_of,
+    erasure_scope, keys_by_party, person_contacts, purge_payload, read_lead_event, redact_payload,
 };
-use crate::domain::{ContactKey, Cpf, Person};
+use crate::domain::{ContactKey, Cpf, LeadId, Person};
+use crate::event::{LeadEvent, Source};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -97,7 +98,7 @@ impl SqliteStore {
     }
 }
 
-const EVENT_COLUMNS: &str = "id, source, lead_id, event_at, action, payload, attempts, \
+const EVENT_COLUMNS: &str = "id, source, lead_id, event_at, action, payload, lead_event, attempts, \
      contact_set, message, (send_started_at IS NOT NULL) AS send_started, unknown_outcomes";
 
 const RECORD_COLUMNS: &str = "id, source, lead_id, event_at, action, state, attempts, outcome, \
@@ -108,6 +109,7 @@ fn claimed_from_row(
     claim: Uuid,
 ) -> Result<ClaimedEvent, StoreError> {
     let payload: String = row.try_get("payload")?;
+    let lead_event: Option<String> = row.try_get("lead_event")?;
     Ok(ClaimedEvent {
         id: row.try_get("id")?,
         claim,
@@ -116,6 +118,7 @@ fn claimed_from_row(
         event_at: from_micros(row.try_get("event_at")?)?,
         action: row.try_get("action")?,
         payload: json(&payload, "event payload")?,
+        lead_event: lead_event.map(|e| json(&e, "lead event")).transpose()?,
         attempts: row.try_get("attempts")?,
         contact_set: row.try_get("contact_set")?,
         message: row.try_get("message")?,
@@ -257,17 +260,19 @@ impl Store for SqliteStore {
         for e in events {
             let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO webhook_inbox
-                   (source, lead_id, event_at, action, payload, next_attempt_at, received_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6, $6)
+                   (source, lead_id, event_at, action, payload, lead_event,
+                    next_attempt_at, received_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $7, $6, $6, $6)
                  ON CONFLICT (source, lead_id, event_at) DO NOTHING
                  RETURNING id",
             )
-            .bind(e.source)
-            .bind(e.lead_id.as_str())
-            .bind(micros(e.event_at))
-            .bind(&e.action)
+            .bind(e.event.source.as_str())
+            .bind(e.event.lead.as_str())
+            .bind(micros(e.event.at))
+            .bind(e.event.action.as_str())
             .bind(e.payload.to_string())
             .bind(at)
+            .bind(e.event.to_stored().to_string())
             .fetch_optional(&mut *tx)
             .await?;
             out.push(id.map_or(InsertOutcome::Duplicate, InsertOutcome::Accepted));
@@ -663,20 +668,67 @@ impl Store for SqliteStore {
             .rows_affected())
     }
 
-    async fn latest_event_payload(
+    async fn latest_event(
         &self,
-        source: &str,
-        lead_id: &str,
-    ) -> Result<Option<Value>, StoreError> {
-        let payload: Option<String> = sqlx::query_scalar(
-            "SELECT payload FROM webhook_inbox WHERE source = $1 AND lead_id = $2
+        source: Source,
+        lead: &LeadId,
+    ) -> Result<Option<LeadEvent>, StoreError> {
+        let stored: Option<String> = sqlx::query_scalar(
+            "SELECT lead_event FROM webhook_inbox
+              WHERE source = $1 AND lead_id = $2 AND lead_event IS NOT NULL
               ORDER BY event_at DESC, id DESC LIMIT 1",
         )
-        .bind(source)
-        .bind(lead_id)
+        .bind(source.as_str())
+        .bind(lead.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        payload.map(|p| json(&p, "event payload")).transpose()
+        stored
+            .map(|e| read_lead_event(&json(&e, "lead event")?))
+            .transpose()
+    }
+
+    async fn events_without_lead_event(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<UnconvertedEvent>, StoreError> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT id, action, payload FROM webhook_inbox
+              WHERE lead_event IS NULL AND id > $1
+                AND coalesce(json_extract(payload, '$.erased'), 0) = 0
+              ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, action, payload)| {
+                Ok(UnconvertedEvent {
+                    id,
+                    action,
+                    payload: json(&payload, "event payload")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_lead_event(&self, id: i64, event: &LeadEvent) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // Only while still missing and not erased meanwhile.
+        let done = sqlx::query(
+            "UPDATE webhook_inbox SET lead_event = $2
+              WHERE id = $1 AND lead_event IS NULL
+                AND coalesce(json_extract(payload, '$.erased'), 0) = 0",
+        )
+        .bind(id)
+        .bind(event.to_stored().to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        tx.commit().await?;
+        Ok(done)
     }
 
     async fn erase_party(
@@ -731,7 +783,7 @@ impl Store for SqliteStore {
                     .await?;
             sqlx::query(
                 "UPDATE webhook_inbox
-                SET payload = $2, contact_set = NULL, message = NULL,
+                SET payload = $2, lead_event = NULL, contact_set = NULL, message = NULL,
                     state = CASE WHEN state = 'processing' THEN 'pending' ELSE state END,
                     claim_token = CASE WHEN state = 'processing' THEN NULL ELSE claim_token END,
                     lease_until = CASE WHEN state = 'processing' THEN NULL ELSE lease_until END,
@@ -982,7 +1034,7 @@ impl Store for SqliteStore {
             for (id, payload) in &rows {
                 sqlx::query(
                     "UPDATE webhook_inbox
-                        SET payload = $2, message = NULL,
+                        SET payload = $2, lead_event = NULL, message = NULL,
                             contact_set = CASE WHEN EXISTS (
                                 SELECT 1 FROM webhook_inbox n
                                  WHERE n.source = webhook_inbox.source

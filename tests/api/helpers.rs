@@ -412,6 +412,18 @@ impl TestDb {
         }
     }
 
+    /// Runs one statement on this database as the test wrote it (same SQL on both backends).
+    pub async fn execute(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if self.pg_name.is_some() {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+    }
+
     /// Drops the database out from under the application (Postgres only).
     pub async fn destroy(&self) {
         if let Some(name) = &self.pg_name {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use enricher::domain::contact_key::ContactKind;
 use enricher::domain::{ContactKey, Cpf, Email, LeadId, Phone};
+use enricher::event::LeadEvent;
 use enricher::intake::c2s::{C2sEvent, parse_body, parse_updated_at};
 use enricher::providers::diretrix::DiretrixClient;
 use enricher::providers::work_api::WorkApiAnswer;
@@ -213,11 +214,12 @@ proptest! {
     ) {
         if let Ok(events) = parse_body(&body) {
             for event in events {
-                // The worker reads the stored payload again: it must mean the same thing.
-                let again = C2sEvent::from_payload(&event.payload, "").unwrap();
-                prop_assert_eq!(&again.lead_id, &event.lead_id);
-                prop_assert_eq!(again.updated_at, event.event_at);
-                prop_assert_eq!(again.action.as_str(), event.action.as_str());
+                // The worker reads the stored lead event: it must read back as what intake
+                // built, and mean what the raw payload kept beside it says.
+                let stored = LeadEvent::from_stored(&event.event.to_stored()).unwrap();
+                prop_assert_eq!(&stored, &event.event);
+                let again = LeadEvent::from(C2sEvent::from_payload(&event.payload, "").unwrap());
+                prop_assert_eq!(&again, &event.event);
             }
         }
     }
@@ -244,8 +246,8 @@ proptest! {
         });
         let events = parse_body(&body).unwrap();
         prop_assert_eq!(events.len(), 1);
-        prop_assert_eq!(events[0].lead_id.as_str(), id.as_str());
-        prop_assert_eq!(events[0].event_at, at);
+        prop_assert_eq!(events[0].event.lead.as_str(), id.as_str());
+        prop_assert_eq!(events[0].event.at, at);
         let event = C2sEvent::from_payload(&events[0].payload, "").unwrap();
         // A contact the parser kept is the one its own parser gives for the raw text.
         prop_assert_eq!(event.customer.phone.clone(), Phone::parse(phone.trim()).ok().filter(|_| !phone.trim().is_empty()));
