@@ -383,6 +383,70 @@ mod tests {
         }
     }
 
+    /// What libphonenumber says about an input, as E.164 when it calls it a valid number.
+    fn libphonenumber_says(input: &str) -> Option<String> {
+        let number = phonenumber::parse(Some(BR), input).ok()?;
+        phonenumber::is_valid(&number).then(|| number.format().mode(Mode::E164).to_string())
+    }
+
+    /// libphonenumber is the reference; each row is a place where this service deliberately
+    /// answers differently (the README's "Phones" section lists them). Each row first pins what
+    /// libphonenumber itself says, so a metadata update that removes the difference shows here.
+    #[test]
+    fn every_deliberate_difference_from_libphonenumber_is_pinned() {
+        // (input, libphonenumber's answer, ours, why)
+        let table: &[(&str, Option<&str>, Result<&str, &str>, &str)] = &[
+            (
+                "11 7123-4567",
+                Some("+551171234567"),
+                Ok("+5511971234567"),
+                "an old 8-digit mobile gains its 9 even where a legacy 10-digit number is valid",
+            ),
+            (
+                "(11) 99999-9999",
+                Some("+5511999999999"),
+                Err("placeholder"),
+                "all-same subscriber digits are filler",
+            ),
+            (
+                "(21) 3333-3333",
+                Some("+552133333333"),
+                Err("placeholder"),
+                "all-same landline digits are filler",
+            ),
+            (
+                "0800 123 4567",
+                Some("+558001234567"),
+                Err("invalid"),
+                "toll-free: not a person's line",
+            ),
+            (
+                "11 9876-ABCD",
+                Some("+5511987622223"),
+                Err("invalid"),
+                "letters are not read as a vanity keypad",
+            ),
+        ];
+        for (input, reference, ours, why) in table {
+            assert_eq!(
+                libphonenumber_says(input).as_deref(),
+                *reference,
+                "libphonenumber changed its mind: {why}"
+            );
+            let got = Phone::parse(input);
+            match ours {
+                Ok(e164) => assert_eq!(got.as_ref().map(Phone::e164), Ok(*e164), "{why}"),
+                Err("placeholder") => {
+                    assert!(matches!(got, Err(DomainError::Placeholder(_))), "{why}: {got:?}")
+                }
+                Err(_) => assert!(
+                    matches!(got, Err(DomainError::InvalidPhone(_))),
+                    "{why}: {got:?}"
+                ),
+            }
+        }
+    }
+
     #[test]
     fn a_real_looking_descending_mobile_is_still_accepted() {
         assert_eq!(e164("(21) 98765-4321"), Ok("+5521987654321".into()));

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
-use super::{CpfCandidate, CpfLookup, Crm, PersonData, ProviderError};
+use super::{Candidates, CpfCandidate, CpfLookup, Crm, PersonData, ProviderError};
 use crate::domain::person::WorkApiAnswer;
 use crate::domain::{ContactKey, Cpf, LeadId};
 
@@ -197,6 +197,10 @@ pub struct Guarded<T> {
 impl<T: CpfLookup> CpfLookup for Guarded<T> {
     async fn lookup(&self, key: &ContactKey) -> Result<Option<CpfCandidate>, ProviderError> {
         self.guard.call(self.inner.lookup(key)).await
+    }
+
+    async fn lookup_all(&self, key: &ContactKey) -> Result<Candidates, ProviderError> {
+        self.guard.call(self.inner.lookup_all(key)).await
     }
 }
 
