@@ -326,7 +326,7 @@ mod tests {
     fn letters_are_refused_instead_of_read_as_a_keypad() {
         for input in [
             "abc123",
-            "11 9876-ABCD",
+            "11 98765-43AB",
             "1-800-FLOWERS",
             "11987654321 ramal 2",
             "tel:+5511987654321",
@@ -415,14 +415,14 @@ mod tests {
                 "all-same landline digits are filler",
             ),
             (
-                "0800 123 4567",
-                Some("+558001234567"),
+                "0800 891 4712",
+                Some("+558008914712"),
                 Err("invalid"),
                 "toll-free: not a person's line",
             ),
             (
-                "11 9876-ABCD",
-                Some("+5511987622223"),
+                "11 98765-43AB",
+                Some("+5511987654322"),
                 Err("invalid"),
                 "letters are not read as a vanity keypad",
             ),
