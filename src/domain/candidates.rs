@@ -164,8 +164,14 @@ mod tests {
         );
         assert_eq!(list.people().map(|(i, _)| i).collect::<Vec<_>>(), vec![1]);
         let shown = format!("{list:?}");
-        assert!(!shown.contains("Souza") && !shown.contains("PADARIA"), "{shown}");
-        assert!(!shown.contains("52601815906") && !shown.contains("39182746"), "{shown}");
+        assert!(
+            !shown.contains("Souza") && !shown.contains("PADARIA"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("52601815906") && !shown.contains("39182746"),
+            "{shown}"
+        );
         assert!(shown.contains("M. A. d. S."), "{shown}");
     }
 }

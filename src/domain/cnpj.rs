@@ -157,7 +157,9 @@ mod tests {
         assert_eq!(cnpj.formatted(), "39.182.746/0001-07");
         assert_eq!(format!("{cnpj}"), "**.***.***/0001-07");
         assert_eq!(format!("{cnpj:?}"), "Cnpj(**.***.***/0001-07)");
-        let err = Cnpj::parse("39182746000108").expect_err("invalid").to_string();
+        let err = Cnpj::parse("39182746000108")
+            .expect_err("invalid")
+            .to_string();
         assert!(!err.contains("39182746"), "{err}");
     }
 

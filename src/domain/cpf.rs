@@ -363,7 +363,11 @@ mod tests {
         let table: &[(&str, Option<&str>, &str)] = &[
             ("4567812344", Some("04567812344"), "one zero lost"),
             ("145750", Some("00000145750"), "many zeros lost"),
-            ("456.781.234-4", Some("04567812344"), "formatting kept, zero lost"),
+            (
+                "456.781.234-4",
+                Some("04567812344"),
+                "formatting kept, zero lost",
+            ),
             ("04567812344", Some("04567812344"), "already complete"),
             ("526.018.159-06", Some("52601815906"), "formatted, complete"),
             ("4567812345", None, "check digits fail after padding"),

@@ -178,27 +178,106 @@ mod tests {
         use Match::*;
         // (lead's name, candidate's name, expected, why)
         let table: &[(&str, &str, Match, &str)] = &[
-            ("Maria Aparecida de Souza", "MARIA APARECIDA DE SOUZA", Confirmed, "case"),
-            ("José Antônio Conceição", "JOSE ANTONIO CONCEICAO", Confirmed, "accents"),
-            ("Jose\u{301} Anto\u{302}nio", "José Antônio", Confirmed, "decomposed accents"),
-            ("Maria Souza", "Maria Aparecida de Souza", Confirmed, "middle name and particle missing"),
-            ("Maria Aparecida Souza", "Maria Aparecida dos Souza", Confirmed, "another particle"),
-            ("MARIA A SOUZA", "Maria Aparecida de Souza", Confirmed, "initial"),
-            ("M. Aparecida Souza", "Maria Aparecida de Souza", Confirmed, "initial with a dot"),
-            ("Souza, Maria Aparecida", "Maria Aparecida de Souza", Confirmed, "surname first"),
-            ("Maria Aparecida de Souza e Silva", "Maria Souza Silva", Confirmed, "lead longer"),
-            ("Maria Souza", "João Carlos de Souza", Unconfirmed, "only the surname agrees"),
-            ("Maria Souza", "Maria Oliveira", Unconfirmed, "only the first name agrees"),
-            ("Maria", "Maria Aparecida de Souza", Confirmed, "one word, agreeing whole"),
-            ("M Souza", "Maria Aparecida de Souza", Unconfirmed, "an initial and one word"),
-            ("Maria B Souza", "Maria Aparecida de Souza", Unconfirmed, "a wrong initial"),
+            (
+                "Maria Aparecida de Souza",
+                "MARIA APARECIDA DE SOUZA",
+                Confirmed,
+                "case",
+            ),
+            (
+                "José Antônio Conceição",
+                "JOSE ANTONIO CONCEICAO",
+                Confirmed,
+                "accents",
+            ),
+            (
+                "Jose\u{301} Anto\u{302}nio",
+                "José Antônio",
+                Confirmed,
+                "decomposed accents",
+            ),
+            (
+                "Maria Souza",
+                "Maria Aparecida de Souza",
+                Confirmed,
+                "middle name and particle missing",
+            ),
+            (
+                "Maria Aparecida Souza",
+                "Maria Aparecida dos Souza",
+                Confirmed,
+                "another particle",
+            ),
+            (
+                "MARIA A SOUZA",
+                "Maria Aparecida de Souza",
+                Confirmed,
+                "initial",
+            ),
+            (
+                "M. Aparecida Souza",
+                "Maria Aparecida de Souza",
+                Confirmed,
+                "initial with a dot",
+            ),
+            (
+                "Souza, Maria Aparecida",
+                "Maria Aparecida de Souza",
+                Confirmed,
+                "surname first",
+            ),
+            (
+                "Maria Aparecida de Souza e Silva",
+                "Maria Souza Silva",
+                Confirmed,
+                "lead longer",
+            ),
+            (
+                "Maria Souza",
+                "João Carlos de Souza",
+                Unconfirmed,
+                "only the surname agrees",
+            ),
+            (
+                "Maria Souza",
+                "Maria Oliveira",
+                Unconfirmed,
+                "only the first name agrees",
+            ),
+            (
+                "Maria",
+                "Maria Aparecida de Souza",
+                Confirmed,
+                "one word, agreeing whole",
+            ),
+            (
+                "M Souza",
+                "Maria Aparecida de Souza",
+                Unconfirmed,
+                "an initial and one word",
+            ),
+            (
+                "Maria B Souza",
+                "Maria Aparecida de Souza",
+                Unconfirmed,
+                "a wrong initial",
+            ),
             ("Ana Paula Lima", "Ana Lima Paula", Confirmed, "order"),
             ("", "Maria Aparecida de Souza", NoLeadName, "empty"),
-            ("  de da  ", "Maria Aparecida de Souza", NoLeadName, "particles only"),
+            (
+                "  de da  ",
+                "Maria Aparecida de Souza",
+                NoLeadName,
+                "particles only",
+            ),
             ("Maria Souza", "", Unconfirmed, "candidate without a name"),
         ];
         for (lead, candidate, expected, why) in table {
-            assert_eq!(match_quality(lead, candidate), *expected, "{why}: {lead} / {candidate}");
+            assert_eq!(
+                match_quality(lead, candidate),
+                *expected,
+                "{why}: {lead} / {candidate}"
+            );
         }
     }
 
@@ -222,18 +301,74 @@ mod tests {
         let joao = || person("52601815906", Some("JOAO CARLOS DE SOUZA"));
         let maria = || person("11144477735", Some("MARIA APARECIDA DE SOUZA"));
         // (lead's name, candidates, expected choice, why)
-        let table: Vec<(Option<&str>, Vec<Candidate>, Option<(usize, Match)>, &str)> = vec![
-            (Some("Maria A. Souza"), vec![joao(), maria()], Some((1, Confirmed)), "two people, the second matches"),
-            (Some("João Souza"), vec![joao(), maria()], Some((0, Confirmed)), "two people, the first matches"),
-            (Some("Pedro Lima"), vec![joao(), maria()], Some((0, Unconfirmed)), "nobody matches: the first person"),
-            (None, vec![joao(), maria()], Some((0, NoLeadName)), "no lead name: the first person"),
-            (Some(" "), vec![joao(), maria()], Some((0, NoLeadName)), "a blank lead name"),
-            (Some("Maria Souza"), vec![company("MARIA SOUZA LTDA"), joao(), maria()], Some((2, Confirmed)), "a company named like the lead is skipped"),
-            (Some("Pedro Lima"), vec![company("PADARIA LTDA"), joao()], Some((1, Unconfirmed)), "the first person, not the company"),
-            (Some("Maria Souza"), vec![company("MARIA SOUZA LTDA")], None, "only a company: nobody to buy"),
+        type Row<'a> = (
+            Option<&'a str>,
+            Vec<Candidate>,
+            Option<(usize, Match)>,
+            &'a str,
+        );
+        let table: Vec<Row> = vec![
+            (
+                Some("Maria A. Souza"),
+                vec![joao(), maria()],
+                Some((1, Confirmed)),
+                "two people, the second matches",
+            ),
+            (
+                Some("João Souza"),
+                vec![joao(), maria()],
+                Some((0, Confirmed)),
+                "two people, the first matches",
+            ),
+            (
+                Some("Pedro Lima"),
+                vec![joao(), maria()],
+                Some((0, Unconfirmed)),
+                "nobody matches: the first person",
+            ),
+            (
+                None,
+                vec![joao(), maria()],
+                Some((0, NoLeadName)),
+                "no lead name: the first person",
+            ),
+            (
+                Some(" "),
+                vec![joao(), maria()],
+                Some((0, NoLeadName)),
+                "a blank lead name",
+            ),
+            (
+                Some("Maria Souza"),
+                vec![company("MARIA SOUZA LTDA"), joao(), maria()],
+                Some((2, Confirmed)),
+                "a company named like the lead is skipped",
+            ),
+            (
+                Some("Pedro Lima"),
+                vec![company("PADARIA LTDA"), joao()],
+                Some((1, Unconfirmed)),
+                "the first person, not the company",
+            ),
+            (
+                Some("Maria Souza"),
+                vec![company("MARIA SOUZA LTDA")],
+                None,
+                "only a company: nobody to buy",
+            ),
             (Some("Maria Souza"), vec![], None, "an empty list"),
-            (Some("Maria Aparecida Souza"), vec![person("52601815906", Some("MARIA SOUZA")), maria()], Some((1, Confirmed)), "the fuller agreement wins"),
-            (Some("Maria Souza"), vec![person("52601815906", None), maria()], Some((1, Confirmed)), "a person without a name is passed over"),
+            (
+                Some("Maria Aparecida Souza"),
+                vec![person("52601815906", Some("MARIA SOUZA")), maria()],
+                Some((1, Confirmed)),
+                "the fuller agreement wins",
+            ),
+            (
+                Some("Maria Souza"),
+                vec![person("52601815906", None), maria()],
+                Some((1, Confirmed)),
+                "a person without a name is passed over",
+            ),
         ];
         for (lead, list, expected, why) in table {
             let got = choose(lead, &Candidates::new(list)).map(|c| (c.index, c.quality));

@@ -395,7 +395,8 @@ mod tests {
     #[test]
     fn every_deliberate_difference_from_libphonenumber_is_pinned() {
         // (input, libphonenumber's answer, ours, why)
-        let table: &[(&str, Option<&str>, Result<&str, &str>, &str)] = &[
+        type Row<'a> = (&'a str, Option<&'a str>, Result<&'a str, &'a str>, &'a str);
+        let table: &[Row] = &[
             (
                 "11 7123-4567",
                 Some("+551171234567"),
@@ -437,7 +438,10 @@ mod tests {
             match ours {
                 Ok(e164) => assert_eq!(got.as_ref().map(Phone::e164), Ok(*e164), "{why}"),
                 Err("placeholder") => {
-                    assert!(matches!(got, Err(DomainError::Placeholder(_))), "{why}: {got:?}")
+                    assert!(
+                        matches!(got, Err(DomainError::Placeholder(_))),
+                        "{why}: {got:?}"
+                    )
                 }
                 Err(_) => assert!(
                     matches!(got, Err(DomainError::InvalidPhone(_))),

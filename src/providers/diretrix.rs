@@ -197,8 +197,14 @@ mod tests {
     fn cpfs(list: &Candidates) -> Vec<String> {
         list.iter()
             .map(|c| match c {
-                Candidate::Person(p) => format!("cpf {} {}", p.cpf.as_str(), p.name.as_deref().unwrap_or("-")),
-                Candidate::Company { cnpj, name } => format!("cnpj {} {}", cnpj.as_str(), name.as_deref().unwrap_or("-")),
+                Candidate::Person(p) => format!(
+                    "cpf {} {}",
+                    p.cpf.as_str(),
+                    p.name.as_deref().unwrap_or("-")
+                ),
+                Candidate::Company { cnpj, name } => {
+                    format!("cnpj {} {}", cnpj.as_str(), name.as_deref().unwrap_or("-"))
+                }
             })
             .collect()
     }
@@ -253,8 +259,16 @@ mod tests {
                 &[],
                 "a placeholder CPF",
             ),
-            (r#"[{"nome":"X","cpf":"123"},{"cpf":null}]"#, &[], "nothing valid"),
-            (r#"[{"cpf":"52601815906"}]"#, &["cpf 52601815906 -"], "no name"),
+            (
+                r#"[{"nome":"X","cpf":"123"},{"cpf":null}]"#,
+                &[],
+                "nothing valid",
+            ),
+            (
+                r#"[{"cpf":"52601815906"}]"#,
+                &["cpf 52601815906 -"],
+                "no name",
+            ),
         ];
         for (body, expected, why) in table {
             let got = parse_answer(body.as_bytes()).expect(why);

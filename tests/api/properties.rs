@@ -320,8 +320,13 @@ proptest! {
                 && let Ok(cnpj) = Cnpj::parse(s)
                 && s.len() == 14
             {
-                prop_assert!(candidates.iter().any(|c| matches!(c, Candidate::Company { cnpj: c, .. } if *c == cnpj)));
-                prop_assert!(!candidates.iter().any(|c| matches!(c, Candidate::Person(p) if cnpj.as_str().starts_with(p.cpf.as_str()))));
+                let as_company = candidates
+                    .iter()
+                    .any(|c| matches!(c, Candidate::Company { cnpj: found, .. } if *found == cnpj));
+                let as_person = candidates.iter().any(|c| {
+                    matches!(c, Candidate::Person(p) if cnpj.as_str().starts_with(p.cpf.as_str()))
+                });
+                prop_assert!(as_company && !as_person, "a valid CNPJ was not read as a company");
             }
         }
     }

@@ -732,7 +732,10 @@ mod tests {
             assert_eq!(work_api_body(cpf)["status"], 200);
         }
         // The first candidate is what a lookup without a name answers.
-        assert_eq!(cpf_for_contact(FAMILY_PHONE).as_deref(), Some(FAMILY_FIRST_CPF));
+        assert_eq!(
+            cpf_for_contact(FAMILY_PHONE).as_deref(),
+            Some(FAMILY_FIRST_CPF)
+        );
     }
 
     #[test]
