@@ -4,7 +4,7 @@
 //!
 //! Webhooks acknowledged per second on Postgres, 64 senders keeping one request each in
 //! flight, workers idle (the application's router is served without its workers, so nothing
-//! claims what intake stores). Four figures, measured in interleaved rounds so that noise on
+//! claims what intake stores). The figures, measured in interleaved rounds so that noise on
 //! the shared machine hits all alike, each in a database of its own:
 //!
 //! - **floor**: the database's own per-request commit rate, 64 connections each committing
@@ -13,7 +13,9 @@
 //!   INSERT + COMMIT per request, on a pool as large as the service's;
 //! - **service, one commit per request**: the real intake with group commit turned off
 //!   (`ENRICHER__SERVER__GROUP_COMMIT_MAX_EVENTS=0`), the behaviour before group commit;
-//! - **service, group commit**: the real intake as configured by default;
+//! - **service, group commit** with several settings (`SERVICE` below): batches in flight,
+//!   the wait for more once a slot is free, the largest batch; the targets are judged on the
+//!   one the service uses by default (`JUDGED`);
 //! - **ceiling**: the naive handler answering without touching the database: HTTP, JSON and
 //!   the load generator alone, the most any intake can ack on these cores.
 //!

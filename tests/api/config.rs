@@ -126,6 +126,14 @@ fn invalid_values_are_refused_with_the_setting_named() {
             "ENRICHER__CACHE__NEGATIVE_TTL_SECS",
         ),
         (vec![("PORT", "eighty")], "port"),
+        (
+            vec![("ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT", "0")],
+            "ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT",
+        ),
+        (
+            vec![("ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT", "65")],
+            "ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT",
+        ),
     ];
     for (pairs, name) in cases {
         let err = Settings::load_from(AppEnv::Development, Path::new("config"), &vars(&pairs))
