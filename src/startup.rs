@@ -229,10 +229,11 @@ impl Application {
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
 
-        let inbox = GroupCommit::start(
+        let inbox = GroupCommit::start_with(
             store.clone(),
             settings.server.group_commit_max_events,
             Duration::from_micros(settings.server.group_commit_wait_us),
+            settings.server.group_commit_in_flight,
         );
         let state = AppState {
             settings: Arc::new(settings),

@@ -108,6 +108,9 @@ pub struct DatabaseSettings {
     /// Postgres only: how long a purchase waits for another instance buying the same key
     /// before the event is retried later (never bought twice).
     pub lock_wait_ms: u64,
+    /// Postgres only: claims and rendered messages commit without waiting for the WAL flush;
+    /// the sending mark that follows them, before any message goes out, flushes them.
+    pub async_commit_steps: bool,
 }
 
 impl DatabaseSettings {
@@ -223,6 +226,8 @@ pub struct ServerSettings {
     pub group_commit_max_events: usize,
     /// Longest a batch waits for more requests once it could start committing (µs).
     pub group_commit_wait_us: u64,
+    /// Batches committing at once; requests arriving while all of them commit form the next.
+    pub group_commit_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -554,6 +559,14 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 name: "ENRICHER__SERVER__GROUP_COMMIT_WAIT_US",
                 reason: "must be at most 100000 (0.1 s)".into(),
+            });
+        }
+
+        // Each batch in flight holds a database connection; none would store nothing.
+        if self.server.group_commit_in_flight == 0 || self.server.group_commit_in_flight > 64 {
+            return Err(ConfigError::Invalid {
+                name: "ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT",
+                reason: "must be between 1 and 64".into(),
             });
         }
 

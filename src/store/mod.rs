@@ -684,7 +684,9 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DynStore, StoreError
     let url = settings.url.expose_secret();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(
-            PgStore::connect(url, settings.max_connections, settings.lock_connections).await?,
+            PgStore::connect(url, settings.max_connections, settings.lock_connections)
+                .await?
+                .with_async_commit_steps(settings.async_commit_steps),
         ))
     } else {
         Ok(Arc::new(

@@ -51,7 +51,13 @@ pub struct PgStore {
     locks: PgPool,
     /// One connection for `LISTEN`: it is held for the life of the subscription.
     listen: PgPool,
+    /// Whether claims and rendered messages commit without waiting for their WAL flush (see
+    /// [`PgStore::with_async_commit_steps`]).
+    async_steps: bool,
 }
+
+/// Run first in a transaction: it commits without waiting for the WAL flush.
+const ASYNC_COMMIT: &str = "SELECT set_config('synchronous_commit', 'off', true)";
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -85,7 +91,20 @@ impl PgStore {
             pool,
             locks,
             listen,
+            async_steps: false,
         })
+    }
+
+    /// With `on`, a claim and the saving of a rendered message commit without waiting for
+    /// the WAL flush (`synchronous_commit = off` for those transactions only). Nothing durable
+    /// depends on them alone: the WAL is written in order, so the event's next synchronous
+    /// commit (the "sending" mark, before any POST) flushes them too, and a crash before
+    /// that only loses a claim (the event is pending again) or a rendered message (rendered
+    /// again). It takes two of the four flushes a webhook waits for before its message goes
+    /// out off the hit path. Intake and every other write stay synchronous.
+    pub fn with_async_commit_steps(mut self, on: bool) -> PgStore {
+        self.async_steps = on;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -283,7 +302,12 @@ impl Store for PgStore {
         // an event of one lead. Under the lock each claim's statement starts after the
         // previous claim committed, so it sees that claim. A claim takes milliseconds.
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+        let lock = if self.async_steps {
+            "SELECT pg_advisory_xact_lock($1, 0), set_config('synchronous_commit', 'off', true)"
+        } else {
+            "SELECT pg_advisory_xact_lock($1, 0)"
+        };
+        sqlx::query(lock)
             .bind(lock_class(None))
             .execute(&mut *tx)
             .await?;
@@ -324,6 +348,9 @@ impl Store for PgStore {
         links: &[LeadLink],
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        if self.async_steps {
+            sqlx::query(ASYNC_COMMIT).execute(&mut *tx).await?;
+        }
         let updated = sqlx::query(
             "UPDATE webhook_inbox SET contact_set = $3, message = $4, updated_at = now()
              WHERE id = $1 AND claim_token = $2 AND state = 'processing'",

@@ -147,6 +147,14 @@ fn invalid_values_are_refused_with_the_setting_named() {
             vec![("ENRICHER__C2S__RECONCILE_LOOKBACK_HOURS", "0")],
             "ENRICHER__C2S__RECONCILE_LOOKBACK_HOURS",
         ),
+        (
+            vec![("ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT", "0")],
+            "ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT",
+        ),
+        (
+            vec![("ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT", "65")],
+            "ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT",
+        ),
     ];
     for (pairs, name) in cases {
         let err = Settings::load_from(AppEnv::Development, Path::new("config"), &vars(&pairs))

@@ -391,6 +391,7 @@ impl TestDb {
             max_connections: 5,
             lock_connections: 2,
             lock_wait_ms: 5000,
+            async_commit_steps: true,
         };
         let store = enricher::store::connect(&settings).await.unwrap();
         store.migrate().await.unwrap();
@@ -496,6 +497,7 @@ impl Snapshot {
             max_connections: 1,
             lock_connections: 1,
             lock_wait_ms: 5000,
+            async_commit_steps: true,
         };
         let store = enricher::store::connect(&settings).await.unwrap();
         let counts = store.party_counts().await.unwrap();
