@@ -303,6 +303,16 @@ impl Metrics {
         }
     }
 
+    /// One lead's choice among a contact's candidates, by how sure it is: `confirmed`,
+    /// `unconfirmed` (the lead's name agrees with nobody listed) or `no_lead_name`.
+    pub fn name_match(&self, quality: crate::domain::name::Match) {
+        self.counter(
+            "enricher_name_matches_total",
+            &[("quality", quality.as_str())],
+            1,
+        );
+    }
+
     /// Inbox payloads purged by retention.
     pub fn payloads_purged(&self, n: u64) {
         self.counter("enricher_payloads_purged_total", &[], n);

@@ -2,7 +2,7 @@
 //! provider call), and warming memory from the database.
 
 use super::AdminError;
-use crate::domain::{ContactKey, Cpf, Person};
+use crate::domain::{Candidates, ContactKey, Cpf, Person};
 use crate::state::AppState;
 use crate::store::{Lookup, StoreError};
 
@@ -25,15 +25,16 @@ impl Tier {
     }
 }
 
-/// What memory, else the database, holds for a contact; never calls a provider.
+/// What memory, else the database, holds for a contact: every candidate its lookup listed;
+/// never calls a provider.
 pub async fn inspect_contact(
     state: &AppState,
     key: &ContactKey,
-) -> Result<(Tier, Option<Lookup<Cpf>>), AdminError> {
-    if let Some(answer) = state.resolver.peek_contact(key).await {
+) -> Result<(Tier, Option<Lookup<Candidates>>), AdminError> {
+    if let Some(answer) = state.resolver.peek_candidates(key).await {
         return Ok((Tier::Memory, Some(answer)));
     }
-    Ok(match state.store.find_contact(key).await? {
+    Ok(match state.store.find_candidates(key).await? {
         Some(answer) => (Tier::Database, Some(answer)),
         None => (Tier::None, None),
     })

@@ -8,6 +8,7 @@ use minijinja::value::Value;
 use super::format::{address_line, format_cep, format_cnpj, format_money, join_pt};
 use super::{Finding, Via};
 use crate::domain::Person;
+use crate::domain::name::Match;
 use crate::domain::phone::format_national;
 
 /// At most this many entries of each list reach the message: a CRM note is read at a glance.
@@ -23,6 +24,9 @@ const SAME_PERSON_HEADING: &str = "Telefone e e-mail da mesma pessoa";
 struct Group<'a> {
     person: &'a Person,
     vias: Vec<&'a Via>,
+    /// How sure the choice is: confirmed when any contact's choice was confirmed (the same
+    /// person reached through the phone and the e-mail needs one agreeing name).
+    quality: Match,
 }
 
 pub(super) fn build_context(lead_name: Option<&str>, findings: &[Finding]) -> Value {
@@ -32,10 +36,16 @@ pub(super) fn build_context(lead_name: Option<&str>, findings: &[Finding]) -> Va
         match &finding.person {
             None => not_found.push(&finding.via),
             Some(person) => match groups.iter_mut().find(|g| g.person.cpf == person.cpf) {
-                Some(group) => group.vias.push(&finding.via),
+                Some(group) => {
+                    group.vias.push(&finding.via);
+                    if finding.quality == Match::Confirmed {
+                        group.quality = Match::Confirmed;
+                    }
+                }
                 None => groups.push(Group {
                     person,
                     vias: vec![&finding.via],
+                    quality: finding.quality,
                 }),
             },
         }
@@ -59,6 +69,8 @@ pub(super) fn build_context(lead_name: Option<&str>, findings: &[Finding]) -> Va
             context! {
                 heading,
                 same_person,
+                match_quality => group.quality.as_str(),
+                unconfirmed => group.quality == Match::Unconfirmed,
                 contacts => group.vias.iter().map(|v| v.context()).collect::<Vec<_>>(),
                 person => person_context(group.person),
             }
@@ -79,8 +91,26 @@ pub(super) fn build_context(lead_name: Option<&str>, findings: &[Finding]) -> Va
             .collect::<Vec<_>>(),
     );
 
+    // A company listed by both contacts is shown once, under the first.
+    let mut listed_companies: Vec<Value> = Vec::new();
+    let mut seen = Vec::new();
+    for finding in findings {
+        for company in &finding.companies {
+            if seen.contains(&&company.cnpj) {
+                continue;
+            }
+            seen.push(&company.cnpj);
+            listed_companies.push(context! {
+                cnpj => company.cnpj.formatted(),
+                name => &company.name,
+                via => finding.via.label(),
+            });
+        }
+    }
+
     context! {
         lead_name => lead_name.map(str::trim).filter(|n| !n.is_empty()),
+        listed_companies,
         blocks,
         searched => searched.iter().map(|v| v.context()).collect::<Vec<_>>(),
         searched_text,
@@ -215,6 +245,101 @@ Risco: BAIXO
             "🔎 ENRIQUECIMENTO DE DADOS - Maria Souza\n\n👤 Telefone e e-mail da mesma pessoa\n\n{MARIA_SECTIONS}"
         );
         assert_eq!(text, expected);
+    }
+
+    fn chosen(via: Via, person: &Arc<Person>, quality: Match) -> Finding {
+        Finding::found(via, Arc::clone(person), quality)
+    }
+
+    #[test]
+    fn an_unconfirmed_choice_carries_the_warning_under_its_heading_and_a_confirmed_one_reads_as_today()
+     {
+        let text = render(
+            Some("Pedro Lima"),
+            &[chosen(phone(), &maria(), Match::Unconfirmed)],
+        );
+        assert_eq!(
+            text,
+            format!(
+                "🔎 ENRIQUECIMENTO DE DADOS - Pedro Lima\n\n👤 Encontrado pelo telefone (11) 98765-4321\n⚠️ Nome diferente do lead: MARIA APARECIDA SOUZA\n\n{MARIA_SECTIONS}"
+            )
+        );
+        let confirmed = render(
+            Some("Maria Souza"),
+            &[chosen(phone(), &maria(), Match::Confirmed)],
+        );
+        assert!(!confirmed.contains("⚠️"), "{confirmed}");
+        let no_name = render(None, &[chosen(phone(), &maria(), Match::NoLeadName)]);
+        assert!(!no_name.contains("⚠️"), "nothing to compare: {no_name}");
+    }
+
+    #[test]
+    fn the_same_person_is_one_block_confirmed_when_either_contact_confirmed_it() {
+        let maria = maria();
+        let text = render(
+            Some("Maria Souza"),
+            &[
+                chosen(phone(), &maria, Match::Unconfirmed),
+                chosen(email(), &maria, Match::Confirmed),
+            ],
+        );
+        assert_eq!(count(&text, "👤 "), 1, "{text}");
+        assert!(!text.contains("⚠️"), "{text}");
+    }
+
+    #[test]
+    fn the_template_receives_the_match_quality_of_each_block() {
+        let renderer = crate::message::MessageRenderer::new(
+            "{% for b in blocks %}{{ b.match_quality }}{{ '!' if b.unconfirmed }};{% endfor %}"
+                .into(),
+        )
+        .unwrap();
+        let text = renderer
+            .render(
+                Some("Maria"),
+                &[
+                    chosen(phone(), &maria(), Match::Unconfirmed),
+                    chosen(email(), &joao(), Match::NoLeadName),
+                ],
+            )
+            .unwrap();
+        assert_eq!(text, "unconfirmed!;no_lead_name;");
+    }
+
+    #[test]
+    fn companies_a_contact_listed_are_shown_as_companies_once() {
+        use crate::domain::Cnpj;
+        use crate::message::ListedCompany;
+        let padaria = ListedCompany {
+            cnpj: Cnpj::parse("39182746000107").unwrap(),
+            name: Some("PADARIA BOM PAO LTDA".into()),
+        };
+        let with_company = |f: Finding| Finding {
+            companies: vec![padaria.clone()],
+            ..f
+        };
+        let text = render(
+            Some("Maria Souza"),
+            &[
+                with_company(chosen(phone(), &maria(), Match::Confirmed)),
+                with_company(Finding::missed(email())),
+            ],
+        );
+        assert!(
+            text.contains(
+                "🏢 EMPRESAS LIGADAS AOS CONTATOS\n• 39.182.746/0001-07 - PADARIA BOM PAO LTDA (pelo telefone (11) 98765-4321)"
+            ),
+            "{text}"
+        );
+        assert_eq!(count(&text, "39.182.746/0001-07"), 1, "{text}");
+        assert_eq!(count(&text, "✅ DADOS PESSOAIS"), 1, "{text}");
+
+        // Only a company: nobody to show, the company still listed.
+        let text = render(None, &[with_company(Finding::missed(phone()))]);
+        assert_eq!(
+            text,
+            "🔎 ENRIQUECIMENTO DE DADOS\n\nConsultamos o telefone (11) 98765-4321: nenhuma pessoa encontrada, só empresas.\n\n🏢 EMPRESAS LIGADAS AOS CONTATOS\n• 39.182.746/0001-07 - PADARIA BOM PAO LTDA (pelo telefone (11) 98765-4321)"
+        );
     }
 
     #[test]

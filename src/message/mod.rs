@@ -18,7 +18,14 @@
 //!   `label` like "telefone (11) 98765-4321"); `searched_text` ("o telefone … e o e-mail …")
 //!   and `not_found_text` ("pelo e-mail …") are the same lists as Portuguese phrases.
 //! - `blocks`: one per person found, each with `heading`, `same_person` (found through both a
-//!   phone and an email), `contacts` and `person`.
+//!   phone and an email), `contacts`, `person`, and `match_quality`: how sure the choice of
+//!   this person among the candidates a contact lookup listed is: `confirmed` (the registry
+//!   name agrees with the lead's; the default template says nothing), `unconfirmed` (the lead
+//!   has a name and no candidate's agrees: the first person is shown, and the default
+//!   template warns "⚠️ Nome diferente do lead: …") or `no_lead_name` (nothing to compare);
+//!   `unconfirmed` is true for the second case only.
+//! - `listed_companies`: companies (CNPJ) the contact lookups listed, never taken for a person:
+//!   `cnpj` formatted, `name`, and `via` (the contact's label).
 //! - `person`: `cpf`, `name`, `birth_date`, `sex`, `mother_name`, `has_financial`, `income`,
 //!   `purchasing_power`, `income_band`, `credit_score`, `risk`, `emails[]` (`address`,
 //!   `priority`), `phones[]` (`number`, `kind`, `whatsapp`), `addresses[]` (`line` and its
@@ -38,7 +45,8 @@ use std::sync::Arc;
 use minijinja::context;
 use minijinja::value::Value;
 
-use crate::domain::{Email, Person, Phone};
+use crate::domain::name::Match;
+use crate::domain::{Cnpj, Email, Person, Phone};
 
 pub use render::{DEFAULT_TEMPLATE, MAX_MESSAGE_BYTES, MessageError, MessageRenderer};
 
@@ -49,6 +57,40 @@ pub struct Finding {
     pub via: Via,
     /// The person it resolved to; None = looked up, nobody found.
     pub person: Option<Arc<Person>>,
+    /// How sure the choice of `person` among the contact's candidates is; `Confirmed` for
+    /// a finding without a person (nothing to warn about).
+    pub quality: Match,
+    /// Companies the contact's lookup listed, in its order: shown, never bought.
+    pub companies: Vec<ListedCompany>,
+}
+
+/// A company a contact lookup listed.
+#[derive(Clone, PartialEq)]
+pub struct ListedCompany {
+    pub cnpj: Cnpj,
+    pub name: Option<String>,
+}
+
+impl Finding {
+    /// A contact that led to `person`, chosen with `quality`, and listed no company.
+    pub fn found(via: Via, person: Arc<Person>, quality: Match) -> Finding {
+        Finding {
+            via,
+            person: Some(person),
+            quality,
+            companies: Vec::new(),
+        }
+    }
+
+    /// A contact that led to nobody.
+    pub fn missed(via: Via) -> Finding {
+        Finding {
+            via,
+            person: None,
+            quality: Match::Confirmed,
+            companies: Vec::new(),
+        }
+    }
 }
 
 /// A contact of the lead.
@@ -75,6 +117,8 @@ impl fmt::Debug for Finding {
         f.debug_struct("Finding")
             .field("via", &self.via)
             .field("found", &self.person.is_some())
+            .field("quality", &self.quality)
+            .field("companies", &self.companies.len())
             .finish()
     }
 }
@@ -128,7 +172,7 @@ mod tests {
         let printed = format!("{finding:?} {:?}", email());
         assert_eq!(
             printed,
-            r#"Finding { via: Phone(***), found: true } Email(***)"#
+            r#"Finding { via: Phone(***), found: true, quality: Confirmed, companies: 0 } Email(***)"#
         );
     }
 }

@@ -9,8 +9,9 @@ use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 use super::grouping::build_context;
-use super::{Finding, Via};
-use crate::domain::{Email, Person, Phone};
+use super::{Finding, ListedCompany, Via};
+use crate::domain::name::Match;
+use crate::domain::{Cnpj, Email, Person, Phone};
 
 /// The default template, also shipped as `config/templates/message.txt.j2` for operators.
 pub const DEFAULT_TEMPLATE: &str = include_str!("../../config/templates/message.txt.j2");
@@ -184,7 +185,7 @@ fn tidy(text: &str) -> String {
 }
 
 /// Made-up data exercising every section and every kind of block.
-fn sample_findings() -> [(Option<&'static str>, Vec<Finding>); 2] {
+fn sample_findings() -> [(Option<&'static str>, Vec<Finding>); 3] {
     let person = Arc::new(Person::sample());
     // Synthetic contacts that parse: the sample is built from the same types as real leads.
     let phone = Via::Phone(Phone::parse("11987654321").expect("the sample phone is valid"));
@@ -194,29 +195,21 @@ fn sample_findings() -> [(Option<&'static str>, Vec<Finding>); 2] {
         (
             Some("Maria"),
             vec![
-                Finding {
-                    via: phone.clone(),
-                    person: Some(person),
-                },
-                Finding {
-                    via: email.clone(),
-                    person: None,
-                },
+                Finding::found(phone.clone(), person.clone(), Match::Confirmed),
+                Finding::missed(email.clone()),
             ],
         ),
         (
-            None,
-            vec![
-                Finding {
-                    via: phone,
-                    person: None,
-                },
-                Finding {
-                    via: email,
-                    person: None,
-                },
-            ],
+            Some("Pedro Lima"),
+            vec![Finding {
+                companies: vec![ListedCompany {
+                    cnpj: Cnpj::parse("39182746000107").expect("the sample CNPJ is valid"),
+                    name: Some("PADARIA LTDA".into()),
+                }],
+                ..Finding::found(phone.clone(), person, Match::Unconfirmed)
+            }],
         ),
+        (None, vec![Finding::missed(phone), Finding::missed(email)]),
     ]
 }
 

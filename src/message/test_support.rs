@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::{Finding, MessageRenderer, Via};
+use crate::domain::name::Match;
 use crate::domain::{Cpf, Email, Person, Phone};
 
 /// The sample person, which the Work API fixture reads into (MARIA, 526.018.159-06).
@@ -28,14 +29,11 @@ pub(super) fn email() -> Via {
 }
 
 pub(super) fn found(via: Via, person: &Arc<Person>) -> Finding {
-    Finding {
-        via,
-        person: Some(Arc::clone(person)),
-    }
+    Finding::found(via, Arc::clone(person), Match::Confirmed)
 }
 
 pub(super) fn missed(via: Via) -> Finding {
-    Finding { via, person: None }
+    Finding::missed(via)
 }
 
 pub(super) fn render(lead_name: Option<&str>, findings: &[Finding]) -> String {

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use super::{Admin, mask_name, unavailable};
 pub use crate::admin::cache::{WARM_PAGE, warm, warm_in_pages};
-use crate::domain::{ContactKey, Cpf, Email, Phone};
+use crate::domain::{Candidate, ContactKey, Cpf, Email, Phone};
 use crate::http::error::{ApiError, ApiResult};
 use crate::metrics::{LookupKind, TierCounts};
 use crate::state::AppState;
@@ -145,6 +145,35 @@ async fn stats(_: Admin, State(state): State<AppState>) -> ApiResult<Json<CacheS
     }))
 }
 
+/// One candidate a contact lookup listed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CandidateView {
+    /// Its place in the provider's list, from 0.
+    pub position: usize,
+    /// `person` (a CPF) or `company` (a CNPJ, never bought as a person).
+    pub kind: &'static str,
+    /// The CPF or CNPJ.
+    pub id: String,
+    /// The name the provider gave, initials only unless `reveal=true`.
+    pub name: Option<String>,
+}
+
+/// Which candidate one lead got.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChoiceView {
+    pub lead_id: String,
+    /// The chosen candidate's position in the list held now; null when it is no longer
+    /// listed.
+    pub position: Option<usize>,
+    /// The chosen CPF.
+    pub cpf: String,
+    /// `confirmed`, `unconfirmed` or `no_lead_name`.
+    pub quality: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String)]
+    pub at: time::OffsetDateTime,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LookupView {
     /// The key, masked.
@@ -155,8 +184,15 @@ pub struct LookupView {
     pub tier: &'static str,
     /// Whether the tier holds a person (true) or a remembered "nobody" (false); null for none.
     pub found: Option<bool>,
-    /// For contacts: the CPF found, masked unless `reveal=true`.
+    /// For contacts: the first person's CPF (what a lead without a name gets), masked unless
+    /// `reveal=true`.
     pub cpf: Option<String>,
+    /// For contacts: every candidate the lookup listed, in its order, masked unless
+    /// `reveal=true`; null for CPFs and when nothing is held.
+    pub candidates: Option<Vec<CandidateView>>,
+    /// For contacts: which candidate recent leads with this contact got on this instance,
+    /// newest first (at most the last 1000 choices are kept, across contacts).
+    pub recent_leads: Option<Vec<ChoiceView>>,
     /// For CPFs: the person held, summarized and masked unless `reveal=true`.
     #[schema(value_type = Option<Object>)]
     pub person: Option<serde_json::Value>,
@@ -181,6 +217,49 @@ async fn lookup(
     let view = match q.target()? {
         Target::Contact(key) => {
             let (tier, answer) = crate::admin::cache::inspect_contact(&state, &key).await?;
+            let show_name =
+                |name: Option<&str>| name.map(|n| if reveal { n.to_owned() } else { mask_name(n) });
+            let list = match &answer {
+                Some(Lookup::Found(c)) => Some(c.clone()),
+                _ => None,
+            };
+            let candidates = list.as_ref().map(|list| {
+                list.iter()
+                    .enumerate()
+                    .map(|(position, c)| match c {
+                        Candidate::Person(p) => CandidateView {
+                            position,
+                            kind: "person",
+                            id: show_cpf(&p.cpf),
+                            name: show_name(p.name.as_deref()),
+                        },
+                        Candidate::Company { cnpj, name } => CandidateView {
+                            position,
+                            kind: "company",
+                            id: if reveal {
+                                cnpj.as_str().to_owned()
+                            } else {
+                                cnpj.masked()
+                            },
+                            name: show_name(name.as_deref()),
+                        },
+                    })
+                    .collect()
+            });
+            let recent_leads = state
+                .resolver
+                .recent_choices(&key)
+                .into_iter()
+                .map(|c| ChoiceView {
+                    lead_id: c.lead.as_str().to_owned(),
+                    position: list
+                        .as_ref()
+                        .and_then(|l| l.people().find(|(_, p)| p.cpf == c.cpf).map(|(i, _)| i)),
+                    cpf: show_cpf(&c.cpf),
+                    quality: c.quality.as_str(),
+                    at: c.at,
+                })
+                .collect();
             LookupView {
                 key: if reveal {
                     key.value().to_owned()
@@ -190,10 +269,12 @@ async fn lookup(
                 kind: key.kind().as_str(),
                 tier: tier.as_str(),
                 found: answer.as_ref().map(|a| matches!(a, Lookup::Found(_))),
-                cpf: match answer {
-                    Some(Lookup::Found(cpf)) => Some(show_cpf(&cpf)),
-                    _ => None,
-                },
+                cpf: list
+                    .as_ref()
+                    .and_then(|l| l.first_person())
+                    .map(|p| show_cpf(&p.cpf)),
+                candidates,
+                recent_leads: Some(recent_leads),
                 person: None,
             }
         }
@@ -216,6 +297,8 @@ async fn lookup(
                 tier: tier.as_str(),
                 found: answer.as_ref().map(|a| matches!(a, Lookup::Found(_))),
                 cpf: None,
+                candidates: None,
+                recent_leads: None,
                 person,
             }
         }

@@ -11,6 +11,7 @@
 //! `max_age`) is broadcast to the other instances, which drop it too ([`invalidation`]).
 //! This module decides no delivery policy and renders nothing.
 
+pub mod choices;
 pub mod invalidation;
 pub mod packed;
 
@@ -23,14 +24,15 @@ use moka::Expiry;
 use moka::future::Cache;
 use time::OffsetDateTime;
 
-use crate::domain::{ContactKey, Cpf, Person};
+use crate::domain::name::Match;
+use crate::domain::{Candidates, ContactKey, Cpf, CpfCandidate, LeadId, Person};
 use crate::metrics::{LookupKind, LookupResult, Metrics, Provider};
 use crate::providers::work_api::WorkApiAnswer;
 use crate::providers::{CpfLookup, PersonData, ProviderError};
 use crate::store::{DynStore, LockSpace, Lookup, StoreError};
 
 use self::invalidation::{Invalidation, ListenerStatus};
-use self::packed::{PackedPerson, UnpackError, entry_weight};
+use self::packed::{PackedPerson, UnpackError, candidates_payload, entry_weight};
 
 /// How long a paid answer's write keeps being retried while the database is unreachable.
 /// Giving up means the event is retried and the provider paid again, so this covers a
@@ -116,7 +118,8 @@ enum CacheKey {
 
 #[derive(Debug, Clone)]
 enum Answer {
-    Contact(Lookup<Cpf>),
+    /// Every candidate the lookup listed: the choice among them is made per lead.
+    Contact(Lookup<Candidates>),
     /// The person packed: see [`packed`] for why.
     Person(Lookup<PackedPerson>),
 }
@@ -173,6 +176,8 @@ pub struct Resolver {
     /// Bumped by every invalidation, here or from another instance, so that loads in flight
     /// across one know not to keep their answer.
     invalidations: AtomicU64,
+    /// Which candidate recent leads got, per contact, for operators.
+    choices: choices::RecentChoices,
 }
 
 impl Resolver {
@@ -201,6 +206,7 @@ impl Resolver {
             secret: Vec::new(),
             listener: ListenerStatus::default(),
             invalidations: AtomicU64::new(0),
+            choices: choices::RecentChoices::default(),
         }
     }
 
@@ -212,9 +218,15 @@ impl Resolver {
         self
     }
 
-    /// Who this contact is: a CPF, or nobody. Returns the tier that answered.
+    /// Who this contact may be: every candidate the lookup listed (people and companies, in
+    /// the provider's order), or nobody. Returns the tier that answered. Which candidate a
+    /// lead gets is the caller's choice ([`crate::domain::name::choose`]): the candidates
+    /// belong to the contact, the choice to the lead.
     #[tracing::instrument(name = "resolve.contact", skip_all, fields(key = %key))]
-    pub async fn contact(&self, key: &ContactKey) -> Result<(Lookup<Cpf>, Tier), ResolveError> {
+    pub async fn candidates(
+        &self,
+        key: &ContactKey,
+    ) -> Result<(Lookup<Candidates>, Tier), ResolveError> {
         let cache_key = CacheKey::Contact(key.clone());
         match self
             .through_tiers(cache_key, LookupKind::Contact, self.load_contact(key))
@@ -223,6 +235,13 @@ impl Resolver {
             (Answer::Contact(answer), tier) => Ok((answer, tier)),
             (Answer::Person(_), _) => unreachable!("contact keys hold contact answers"),
         }
+    }
+
+    /// [`Resolver::candidates`] narrowed to the first person: the answer when no lead name
+    /// takes part (a contact listing only companies is nobody here).
+    pub async fn contact(&self, key: &ContactKey) -> Result<(Lookup<Cpf>, Tier), ResolveError> {
+        let (answer, tier) = self.candidates(key).await?;
+        Ok((first_person(answer), tier))
     }
 
     /// What is known of this CPF: person data, or nobody. Returns the tier that answered.
@@ -308,10 +327,11 @@ impl Resolver {
     }
 
     async fn known_contact(&self, key: &ContactKey) -> Result<Option<Cached>, ResolveError> {
-        Ok(self.store.find_contact(key).await?.map(|known| {
-            let weight = entry_weight(key.value().len());
-            self.cached_contact(known, weight, Tier::Database)
-        }))
+        Ok(self
+            .store
+            .find_candidates(key)
+            .await?
+            .map(|known| self.cached_contact(key, known, Tier::Database)))
     }
 
     /// Database (fresh enough), then the Work API. Stored before it is returned; locked
@@ -356,19 +376,19 @@ impl Resolver {
     /// Calls Diretrix and stores the answer before returning it.
     async fn buy_contact(&self, key: &ContactKey) -> Result<Cached, ResolveError> {
         let started = std::time::Instant::now();
-        let result = self.cpf_lookup.lookup(key).await;
+        let result = self.cpf_lookup.lookup_all(key).await;
         self.count_call(Provider::Diretrix, &result, started.elapsed());
-        let answer = match result? {
-            Some(c) => Lookup::Found((c.cpf, c.name)),
-            None => Lookup::NotFound,
+        let candidates = result?;
+        // A list of companies only is an answer worth keeping (the message shows them), but
+        // an empty one is "nobody", remembered with the shorter TTL.
+        let answer = if candidates.is_empty() {
+            Lookup::NotFound
+        } else {
+            Lookup::Found(candidates)
         };
         let until = self.negative_until();
-        keep_trying(|| self.store.record_contact(key, &answer, until)).await?;
-        let answer = match answer {
-            Lookup::Found((cpf, _)) => Lookup::Found(cpf),
-            Lookup::NotFound => Lookup::NotFound,
-        };
-        Ok(self.cached_contact(answer, entry_weight(key.value().len()), Tier::Provider))
+        keep_trying(|| self.store.record_candidates(key, &answer, until)).await?;
+        Ok(self.cached_contact(key, answer, Tier::Provider))
     }
 
     /// Calls the Work API and stores the answer before returning it.
@@ -418,11 +438,12 @@ impl Resolver {
         OffsetDateTime::now_utc() + self.ttls.negative
     }
 
-    fn cached_contact(&self, answer: Lookup<Cpf>, weight: u32, source: Tier) -> Cached {
-        let ttl = match answer {
-            Lookup::Found(_) => self.ttls.positive,
-            Lookup::NotFound => self.ttls.negative,
+    fn cached_contact(&self, key: &ContactKey, answer: Lookup<Candidates>, source: Tier) -> Cached {
+        let (ttl, candidates) = match &answer {
+            Lookup::Found(c) => (self.ttls.positive, candidates_payload(c)),
+            Lookup::NotFound => (self.ttls.negative, 0),
         };
+        let weight = entry_weight(key.value().len().saturating_add(candidates));
         Cached {
             answer: Answer::Contact(answer),
             ttl,
@@ -446,7 +467,10 @@ impl Resolver {
     }
 
     /// Buys a contact's answer again, bypassing every tier, and keeps it in memory.
-    pub async fn refresh_contact(&self, key: &ContactKey) -> Result<Lookup<Cpf>, ResolveError> {
+    pub async fn refresh_contact(
+        &self,
+        key: &ContactKey,
+    ) -> Result<Lookup<Candidates>, ResolveError> {
         let cached = self.buy_contact(key).await?;
         self.metrics
             .lookup(LookupKind::Contact, LookupResult::ProviderCall);
@@ -479,8 +503,13 @@ impl Resolver {
         Ok(answer)
     }
 
-    /// What memory holds for a contact right now; never loads.
+    /// What memory holds for a contact right now, narrowed to the first person; never loads.
     pub async fn peek_contact(&self, key: &ContactKey) -> Option<Lookup<Cpf>> {
+        self.peek_candidates(key).await.map(first_person)
+    }
+
+    /// Every candidate memory holds for a contact right now; never loads.
+    pub async fn peek_candidates(&self, key: &ContactKey) -> Option<Lookup<Candidates>> {
         match self
             .cache
             .get(&CacheKey::Contact(key.clone()))
@@ -501,8 +530,25 @@ impl Resolver {
         }
     }
 
+    /// Notes which candidate a lead got for a contact (see [`choices`]).
+    pub fn note_choice(&self, key: &ContactKey, lead: &LeadId, cpf: &Cpf, quality: Match) {
+        self.choices.note(choices::RecentChoice {
+            key: key.clone(),
+            lead: lead.clone(),
+            cpf: cpf.clone(),
+            quality,
+            at: OffsetDateTime::now_utc(),
+        });
+    }
+
+    /// The choices recent leads with this contact got, newest first.
+    pub fn recent_choices(&self, key: &ContactKey) -> Vec<choices::RecentChoice> {
+        self.choices.of(key)
+    }
+
     /// Drops a contact from memory, here and on every other instance.
     pub async fn forget_contact(&self, key: &ContactKey) {
+        self.choices.forget_contact(key);
         let key = CacheKey::Contact(key.clone());
         self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate(&key).await;
@@ -512,6 +558,7 @@ impl Resolver {
 
     /// Drops a CPF from memory, here and on every other instance.
     pub async fn forget_person(&self, cpf: &Cpf) {
+        self.choices.forget_cpf(cpf);
         let key = CacheKey::Person(cpf.clone());
         self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate(&key).await;
@@ -527,6 +574,7 @@ impl Resolver {
 
     /// Drops everything from this instance's memory only.
     pub(crate) async fn forget_all_here(&self) {
+        self.choices.clear();
         self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate_all();
         // moka removes invalidated entries in batches, at most about 100 ms of work per
@@ -615,10 +663,15 @@ impl Resolver {
             self.cache
                 .insert(CacheKey::Person(cpf.clone()), cached)
                 .await;
+            // The store lists only keys whose lookup answered this one person, so the
+            // candidate list is whole: memory gives the same choice the database would.
+            let candidate = Candidates::one(CpfCandidate {
+                cpf: cpf.clone(),
+                name: person.name.clone(),
+            });
             for key in keys {
-                let weight = entry_weight(key.value().len());
                 let cached =
-                    self.cached_contact(Lookup::Found(cpf.clone()), weight, Tier::Database);
+                    self.cached_contact(&key, Lookup::Found(candidate.clone()), Tier::Database);
                 self.cache.insert(CacheKey::Contact(key), cached).await;
             }
             loaded += 1;
@@ -634,6 +687,17 @@ impl Resolver {
     pub async fn cache_usage(&self) -> (u64, u64) {
         self.cache.run_pending_tasks().await;
         (self.cache.entry_count(), self.cache.weighted_size())
+    }
+}
+
+/// A contact's answer as the first person's CPF.
+fn first_person(answer: Lookup<Candidates>) -> Lookup<Cpf> {
+    match answer {
+        Lookup::Found(c) => match c.first_person() {
+            Some(p) => Lookup::Found(p.cpf.clone()),
+            None => Lookup::NotFound,
+        },
+        Lookup::NotFound => Lookup::NotFound,
     }
 }
 

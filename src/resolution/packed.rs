@@ -14,7 +14,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::domain::Person;
+use crate::domain::{Candidate, Candidates, Person};
 
 /// RSS an entry costs beyond its own payload: moka's entry (key and value copies, its `Arc`ed
 /// bookkeeping, the access-order and timer-wheel nodes, the hash table slot), the key's heap
@@ -57,6 +57,27 @@ impl fmt::Debug for PackedPerson {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("PackedPerson").field(&self.len()).finish()
     }
+}
+
+/// Heap rounding and bookkeeping of one candidate's two text blocks (its CPF or CNPJ, its
+/// name) beyond their bytes: jemalloc rounds each small block up to its size class.
+const CANDIDATE_BLOCKS: usize = 2 * 16;
+
+/// Bytes a contact entry's candidate list holds beyond the entry itself: the list's slots and,
+/// per candidate, its number and name with their allocator rounding. Estimated from the
+/// layout, not measured like [`ENTRY_OVERHEAD`]: a one-person list (the usual answer) adds
+/// about 110 bytes to the measured contact entry, a family phone twice that.
+pub(crate) fn candidates_payload(candidates: &Candidates) -> usize {
+    candidates
+        .iter()
+        .map(|c| {
+            let id = match c {
+                Candidate::Person(p) => p.cpf.as_str().len(),
+                Candidate::Company { cnpj, .. } => cnpj.as_str().len(),
+            };
+            std::mem::size_of::<Candidate>() + CANDIDATE_BLOCKS + id + c.name().map_or(0, str::len)
+        })
+        .sum()
 }
 
 /// Weight of an entry whose payload (key text, packed person) is `payload` bytes. Saturates
@@ -116,6 +137,27 @@ mod tests {
     fn bytes_that_are_not_a_person_do_not_unpack() {
         let broken = PackedPerson(Arc::from("{\"name\":\"no cpf\"}"));
         assert_eq!(broken.unpack(), Err(UnpackError));
+    }
+
+    #[test]
+    fn a_candidate_list_weighs_each_candidate_with_its_texts() {
+        use crate::domain::{Cnpj, Cpf, CpfCandidate};
+        let one = Candidates::one(CpfCandidate {
+            cpf: Cpf::parse("52601815906").unwrap(),
+            name: Some("MARIA SOUZA".into()),
+        });
+        let base = std::mem::size_of::<Candidate>() + CANDIDATE_BLOCKS;
+        assert_eq!(candidates_payload(&one), base + 11 + 11);
+        let mut list = one.into_vec();
+        list.push(Candidate::Company {
+            cnpj: Cnpj::parse("39182746000107").unwrap(),
+            name: None,
+        });
+        assert_eq!(
+            candidates_payload(&Candidates::new(list)),
+            2 * base + 11 + 11 + 14
+        );
+        assert_eq!(candidates_payload(&Candidates::default()), 0);
     }
 
     #[test]

@@ -526,6 +526,43 @@ pub trait Store: Send + Sync + 'static {
         negative_until: OffsetDateTime,
     ) -> Result<(), StoreError>;
 
+    /// Every candidate the latest lookup of a contact listed (people and companies, in the
+    /// provider's order, each person with the name the lookup gave), or a remembered
+    /// not-found that has not expired; `None` when it has to be bought. A contact stored
+    /// before candidate lists were kept reads as a list of its one party, with the party's
+    /// name.
+    async fn find_candidates(
+        &self,
+        key: &ContactKey,
+    ) -> Result<Option<Lookup<crate::domain::Candidates>>, StoreError> {
+        Ok(self.find_contact(key).await?.map(|answer| match answer {
+            Lookup::Found(cpf) => Lookup::Found(crate::domain::Candidates::one(
+                crate::domain::CpfCandidate { cpf, name: None },
+            )),
+            Lookup::NotFound => Lookup::NotFound,
+        }))
+    }
+
+    /// Remembers a lookup answer with every candidate, in one transaction: a party per
+    /// person listed, the contact indexed to the first person (what [`Store::find_contact`]
+    /// and warming read), and the whole list in order; or a not-found until
+    /// `negative_until`.
+    async fn record_candidates(
+        &self,
+        key: &ContactKey,
+        answer: &Lookup<crate::domain::Candidates>,
+        negative_until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let first = match answer {
+            Lookup::Found(c) => match c.first_person() {
+                Some(p) => Lookup::Found((p.cpf.clone(), p.name.clone())),
+                None => Lookup::NotFound,
+            },
+            Lookup::NotFound => Lookup::NotFound,
+        };
+        self.record_contact(key, &first, negative_until).await
+    }
+
     /// The latest enrichment of a CPF fetched at or after `fresh_since`, or a remembered
     /// not-found that has not expired.
     async fn find_person(

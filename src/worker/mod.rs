@@ -18,9 +18,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{self, UNKNOWN_OUTCOME};
-use crate::domain::ContactKey;
+use crate::domain::name::{Match, choose};
+use crate::domain::{Candidate, Candidates, ContactKey, LeadId};
 use crate::event::{Action, Destination, LeadEvent};
-use crate::message::{Finding, Via};
+use crate::message::{Finding, ListedCompany, Via};
 use crate::retry::{after_error, after_failure};
 use crate::state::AppState;
 use crate::store::{ClaimedEvent, Finish, LeadLink, Lookup, contact_set};
@@ -320,12 +321,13 @@ async fn prepare(
     }
 
     let bypass = *action == Action::Refresh;
-    let (findings, links) = resolve(state, &keys, bypass)
+    let lead_name = parsed.customer.name.as_deref();
+    let (findings, links) = resolve(state, &parsed.lead, lead_name, &keys, bypass)
         .await
         .map_err(|e| after_error(&state.settings.delivery, event, &e))?;
     let message = state
         .renderer
-        .render(parsed.customer.name.as_deref(), &findings)
+        .render(lead_name, &findings)
         .map_err(|e| Finish::Dead {
             reason: format!("message: {e}"),
         })?;
@@ -350,9 +352,13 @@ fn transient(state: &AppState, event: &ClaimedEvent, error: String) -> Finish {
 }
 
 /// Resolves every key concurrently: what each led to, and the parties to link the lead to.
+/// Each contact answers its candidates; the lead's name chooses among them
+/// ([`crate::domain::name::choose`]), and person data is bought for the chosen CPF only.
 /// With `bypass`, every tier is skipped and the providers asked again.
 async fn resolve(
     state: &AppState,
+    lead: &LeadId,
+    lead_name: Option<&str>,
     keys: &[ContactKey],
     bypass: bool,
 ) -> Result<(Vec<Finding>, Vec<LeadLink>), crate::resolution::ResolveError> {
@@ -361,10 +367,18 @@ async fn resolve(
         let contact = if bypass {
             resolver.refresh_contact(key).await?
         } else {
-            resolver.contact(key).await?.0
+            resolver.candidates(key).await?.0
         };
-        let person = match &contact {
-            Lookup::Found(cpf) => {
+        let candidates = match contact {
+            Lookup::Found(c) => c,
+            Lookup::NotFound => Candidates::default(),
+        };
+        let chosen = choose(lead_name, &candidates).and_then(|choice| {
+            let person = candidates.as_slice()[choice.index].person()?;
+            Some((choice, person.cpf.clone()))
+        });
+        let person = match &chosen {
+            Some((_, cpf)) => {
                 let person = if bypass {
                     resolver.refresh_person(cpf).await?
                 } else {
@@ -375,27 +389,55 @@ async fn resolve(
                     Lookup::NotFound => None,
                 }
             }
-            Lookup::NotFound => None,
+            None => None,
         };
-        Ok::<_, crate::resolution::ResolveError>((key, contact, person))
+        Ok::<_, crate::resolution::ResolveError>((key, candidates, chosen, person))
     }))
     .await;
 
     let mut findings = Vec::new();
     let mut links = Vec::new();
     for result in results {
-        let (key, contact, person) = result?;
-        if let Lookup::Found(cpf) = contact {
-            links.push(LeadLink {
-                cpf,
-                via: key.kind(),
-            });
-        }
+        let (key, candidates, chosen, person) = result?;
+        let quality = match &chosen {
+            Some((choice, cpf)) => {
+                state.metrics.name_match(choice.quality);
+                resolver.note_choice(key, lead, cpf, choice.quality);
+                tracing::debug!(
+                    kind = key.kind().as_str(),
+                    candidates = candidates.len(),
+                    chosen = choice.index,
+                    quality = choice.quality.as_str(),
+                    "candidate chosen"
+                );
+                links.push(LeadLink {
+                    cpf: cpf.clone(),
+                    via: key.kind(),
+                });
+                choice.quality
+            }
+            None => Match::Confirmed,
+        };
         let via = match key {
             ContactKey::Phone(p) => Via::Phone(p.clone()),
             ContactKey::Email(e) => Via::Email(e.clone()),
         };
-        findings.push(Finding { via, person });
+        let companies = candidates
+            .iter()
+            .filter_map(|c| match c {
+                Candidate::Company { cnpj, name } => Some(ListedCompany {
+                    cnpj: cnpj.clone(),
+                    name: name.clone(),
+                }),
+                Candidate::Person(_) => None,
+            })
+            .collect();
+        findings.push(Finding {
+            via,
+            person,
+            quality,
+            companies,
+        });
     }
     Ok((findings, links))
 }
