@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::store::{DynStore, InsertOutcome, NewEvent, StoreError};
+use crate::store::{Inbox, InsertOutcome, NewEvent, StoreError};
 
 /// Batches committing at once. Postgres flushes the WAL of concurrent commits together, so a
 /// batch that arrives while another waits for its flush should commit alongside rather than
@@ -43,14 +43,14 @@ struct Pending {
 /// The way intake stores events: grouped with other requests', or alone when turned off.
 #[derive(Clone)]
 pub struct GroupCommit {
-    store: DynStore,
+    store: Arc<dyn Inbox>,
     queue: Option<mpsc::Sender<Pending>>,
 }
 
 impl GroupCommit {
     /// Starts the batching task (on the current runtime) unless `max_events` is 0. The task
     /// ends when the last handle is dropped.
-    pub fn start(store: DynStore, max_events: usize, wait: Duration) -> GroupCommit {
+    pub fn start(store: Arc<dyn Inbox>, max_events: usize, wait: Duration) -> GroupCommit {
         if max_events == 0 {
             return GroupCommit { store, queue: None };
         }
@@ -86,7 +86,12 @@ fn gone() -> StoreError {
     StoreError::Unavailable("intake is shutting down".into())
 }
 
-async fn run(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_events: usize, wait: Duration) {
+async fn run(
+    store: Arc<dyn Inbox>,
+    mut rx: mpsc::Receiver<Pending>,
+    max_events: usize,
+    wait: Duration,
+) {
     let slots = Arc::new(Semaphore::new(COMMITS_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let mut events = first.events.len();
@@ -128,14 +133,14 @@ async fn run(store: DynStore, mut rx: mpsc::Receiver<Pending>, max_events: usize
         }
         let store = store.clone();
         tokio::spawn(async move {
-            commit(&store, batch).await;
+            commit(store.as_ref(), batch).await;
             drop(permit);
         });
     }
 }
 
 /// Stores one batch and answers each of its requests.
-async fn commit(store: &DynStore, batch: Vec<Pending>) {
+async fn commit(store: &dyn Inbox, batch: Vec<Pending>) {
     if batch.len() == 1 {
         let Pending { events, reply } = batch.into_iter().next().expect("one request");
         let result = store.insert_events(&events).await;
