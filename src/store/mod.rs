@@ -1,9 +1,11 @@
 //! Durable state: the webhook inbox, and everything bought from the providers.
 //!
-//! One interface, [`Store`], with a Postgres implementation (production, several instances)
-//! and a SQLite one (the embedded default, one instance only), chosen from the URL scheme.
-//! Both pass the same conformance tests (`tests/store.rs`). The store never calls a provider
-//! and never decides policy (TTLs, retries): callers pass instants and limits in.
+//! Four roles, [`Inbox`], [`People`], [`Coordination`] and [`Admin`], summed in [`Store`]:
+//! a caller takes the role it uses. One implementation of the statements (`sql.rs`) serves a
+//! Postgres backend (production, several instances) and a SQLite one (the embedded default,
+//! one instance only), chosen from the URL scheme; the dialect files hold only what differs.
+//! Both pass the same conformance tests (`tests/api/store/`). The store never calls a
+//! provider and never decides policy (TTLs, retries): callers pass instants and limits in.
 //!
 //! Paid answers are written the moment they arrive (`record_contact`, `record_person`), each
 //! in one transaction, so no later failure can throw away what was paid for.

@@ -102,13 +102,6 @@ pub(super) const REPLAY: &str = "UPDATE webhook_inbox
         updated_at = $1
   WHERE state = 'dead'";
 
-/// A remembered not-found, inserted or pushed forward.
-pub(super) const REMEMBER_NEGATIVE: &str =
-    "INSERT INTO negative_lookups (kind, value, provider, expires_at, created_at)
-     VALUES ($1, $2, $3, $4, $5)
-     ON CONFLICT (kind, value) DO UPDATE
-       SET expires_at = excluded.expires_at, created_at = excluded.created_at";
-
 pub(super) const FORGET_NEGATIVE: &str =
     "DELETE FROM negative_lookups WHERE kind = $1 AND value = $2";
 
@@ -678,13 +671,8 @@ macro_rules! shared_sql {
                             .await?;
                     }
                     Lookup::NotFound => {
-                        sqlx::query(REMEMBER_NEGATIVE)
-                            .bind(kind)
-                            .bind(value)
-                            .bind(Provider::Diretrix)
-                            .bind(Stamp(negative_until))
-                            .bind(now)
-                            .execute(&mut *tx)
+                        let until = Stamp(negative_until);
+                        remember_negative(&mut tx, kind, value, Provider::Diretrix, until, now)
                             .await?;
                     }
                 }
@@ -751,13 +739,8 @@ macro_rules! shared_sql {
                             .await?;
                     }
                     Lookup::NotFound => {
-                        sqlx::query(REMEMBER_NEGATIVE)
-                            .bind("cpf")
-                            .bind(cpf.as_str())
-                            .bind(provider)
-                            .bind(Stamp(negative_until))
-                            .bind(now)
-                            .execute(&mut *tx)
+                        let until = Stamp(negative_until);
+                        remember_negative(&mut tx, "cpf", cpf.as_str(), provider, until, now)
                             .await?;
                     }
                 }
@@ -1027,6 +1010,31 @@ macro_rules! shared_sql {
             .bind(now)
             .fetch_one(tx)
             .await?)
+        }
+
+        /// A not-found answer, remembered until `until` (pushed forward when known).
+        async fn remember_negative(
+            tx: &mut <<Backend as Dialect>::DB as sqlx::Database>::Connection,
+            kind: &str,
+            value: &str,
+            provider: Provider,
+            until: Stamp,
+            now: Stamp,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO negative_lookups (kind, value, provider, expires_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (kind, value) DO UPDATE
+                   SET expires_at = excluded.expires_at, created_at = excluded.created_at",
+            )
+            .bind(kind)
+            .bind(value)
+            .bind(provider)
+            .bind(until)
+            .bind(now)
+            .execute(tx)
+            .await?;
+            Ok(())
         }
 
         async fn insert_contact(

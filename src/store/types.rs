@@ -35,6 +35,35 @@ pub struct UnknownName {
     value: String,
 }
 
+/// Binds a type with `as_str` as text, on any backend that has text.
+macro_rules! text_column {
+    ($name:ty) => {
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $name
+        where
+            str: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <str as sqlx::Type<DB>>::type_info()
+            }
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <str as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for $name
+        where
+            &'q str: sqlx::Encode<'q, DB>,
+        {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <DB as sqlx::Database>::ArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&'q str as sqlx::Encode<'q, DB>>::encode(self.as_str(), buf)
+            }
+        }
+    };
+}
+
 /// An enum stored as a checked string: `as_str`, `FromStr`, `Display`, serde as the string,
 /// and sqlx encoding as text on any backend that has text.
 macro_rules! stored_name {
@@ -71,29 +100,7 @@ macro_rules! stored_name {
             }
         }
 
-        impl<DB: sqlx::Database> sqlx::Type<DB> for $name
-        where
-            str: sqlx::Type<DB>,
-        {
-            fn type_info() -> DB::TypeInfo {
-                <str as sqlx::Type<DB>>::type_info()
-            }
-            fn compatible(ty: &DB::TypeInfo) -> bool {
-                <str as sqlx::Type<DB>>::compatible(ty)
-            }
-        }
-
-        impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for $name
-        where
-            &'q str: sqlx::Encode<'q, DB>,
-        {
-            fn encode_by_ref(
-                &self,
-                buf: &mut <DB as sqlx::Database>::ArgumentBuffer,
-            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-                <&'q str as sqlx::Encode<'q, DB>>::encode(self.as_str(), buf)
-            }
-        }
+        text_column!($name);
 
         impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $name
         where
@@ -156,26 +163,7 @@ stored_name!(
 /// `party_enrichments.provider`.
 pub use crate::metrics::Provider;
 
-impl<DB: sqlx::Database> sqlx::Type<DB> for Provider
-where
-    str: sqlx::Type<DB>,
-{
-    fn type_info() -> DB::TypeInfo {
-        <str as sqlx::Type<DB>>::type_info()
-    }
-}
-
-impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for Provider
-where
-    &'q str: sqlx::Encode<'q, DB>,
-{
-    fn encode_by_ref(
-        &self,
-        buf: &mut <DB as sqlx::Database>::ArgumentBuffer,
-    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        <&'q str as sqlx::Encode<'q, DB>>::encode(self.as_str(), buf)
-    }
-}
+text_column!(Provider);
 
 #[cfg(test)]
 mod tests {
