@@ -187,879 +187,876 @@ pub(super) struct RecentRow {
 macro_rules! shared_sql {
     ($store:ident) => {
         mod shared {
-        use std::time::Duration;
+            use std::time::Duration;
 
-        use serde_json::Value;
-        use sqlx::types::Json;
-        use time::OffsetDateTime;
-        use uuid::Uuid;
+            use serde_json::Value;
+            use sqlx::types::Json;
+            use time::OffsetDateTime;
+            use uuid::Uuid;
 
-        use super::$store as Backend;
-        use $crate::domain::{ContactKey, Cpf, Person};
-        use $crate::store::sql::*;
-        use $crate::store::types::{Claim, ContactOrigin, EventState, Outcome, Provider, Stamp};
-        use $crate::store::{
-            AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InboxContacts,
-            InsertOutcome, LeadLink, Lookup, NewEvent, PURGE_BATCH, PartyCounts, Replay,
-            StoreError, StoredPerson, WarmCursor, WarmPerson, contact_keys_of, erasure_scope,
-            keys_by_party, person_contacts, purge_payload, redact_payload,
-        };
+            use super::$store as Backend;
+            use $crate::domain::{ContactKey, Cpf, Person};
+            use $crate::store::sql::*;
+            use $crate::store::types::{Claim, ContactOrigin, EventState, Outcome, Provider, Stamp};
+            use $crate::store::{
+                AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InboxContacts,
+                InsertOutcome, LeadLink, Lookup, NewEvent, PURGE_BATCH, PartyCounts, Replay,
+                StoreError, StoredPerson, WarmCursor, WarmPerson, contact_keys_of, erasure_scope,
+                keys_by_party, person_contacts, purge_payload, redact_payload,
+            };
 
-        #[async_trait::async_trait]
-        impl $crate::store::Admin for Backend {
-            fn backend(&self) -> &'static str {
-                <Self as Dialect>::NAME
-            }
-
-            async fn migrate(&self) -> Result<(), StoreError> {
-                <Self as Dialect>::migrator().run(self.writes()).await?;
-                Ok(())
-            }
-
-            async fn ready(&self) -> Result<bool, StoreError> {
-                let applied: Vec<i64> =
-                    match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                        .fetch_all(self.reads())
-                        .await
-                    {
-                        Ok(v) => v,
-                        // No migrations table yet: reachable, not ready.
-                        Err(sqlx::Error::Database(_)) => return Ok(false),
-                        Err(e) => return Err(e.into()),
-                    };
-                Ok(<Self as Dialect>::migrator()
-                    .iter()
-                    .all(|m| applied.contains(&m.version)))
-            }
-
-            async fn close(&self) {
-                self.close_pools().await;
-            }
-
-            async fn event_counts(&self) -> Result<Vec<(EventState, i64)>, StoreError> {
-                Ok(sqlx::query_as(
-                    "SELECT state, count(*) FROM webhook_inbox GROUP BY state ORDER BY state",
-                )
-                .fetch_all(self.reads())
-                .await?)
-            }
-
-            async fn party_counts(&self) -> Result<PartyCounts, StoreError> {
-                let (parties, contacts, enrichments, lead_links, negatives) = sqlx::query_as(
-                    "SELECT (SELECT count(*) FROM parties),
-                            (SELECT count(*) FROM party_contacts),
-                            (SELECT count(*) FROM party_enrichments),
-                            (SELECT count(*) FROM lead_parties),
-                            (SELECT count(*) FROM negative_lookups)",
-                )
-                .fetch_one(self.reads())
-                .await?;
-                Ok(PartyCounts {
-                    parties,
-                    contacts,
-                    enrichments,
-                    lead_links,
-                    negatives,
-                })
-            }
-
-            async fn erasure_audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
-                let rows: Vec<(i64, Stamp, String, String, Json<Value>)> = sqlx::query_as(
-                    "SELECT id, at, action, cpf_hash, counts FROM erasure_audit
-                      ORDER BY at DESC, id DESC LIMIT $1",
-                )
-                .bind(i64::from(limit))
-                .fetch_all(self.reads())
-                .await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(id, at, action, cpf_hash, counts)| AuditRecord {
-                        id,
-                        at: at.0,
-                        action,
-                        cpf_hash,
-                        counts: counts.0,
-                    })
-                    .collect())
-            }
-        }
-
-        #[async_trait::async_trait]
-        impl $crate::store::Inbox for Backend {
-            async fn insert_events(
-                &self,
-                events: &[NewEvent],
-            ) -> Result<Vec<InsertOutcome>, StoreError> {
-                if events.is_empty() {
-                    return Ok(Vec::new());
+            #[async_trait::async_trait]
+            impl $crate::store::Admin for Backend {
+                fn backend(&self) -> &'static str {
+                    <Self as Dialect>::NAME
                 }
-                let ids = self.insert_new(events, Stamp::now()).await?;
-                if ids.len() != events.len() {
-                    return Err(StoreError::Corrupt(format!(
-                        "{} outcomes for {} events",
-                        ids.len(),
-                        events.len()
-                    )));
+
+                async fn migrate(&self) -> Result<(), StoreError> {
+                    <Self as Dialect>::migrator().run(self.writes()).await?;
+                    Ok(())
                 }
-                Ok(ids
-                    .into_iter()
-                    .map(|id| id.map_or(InsertOutcome::Duplicate, InsertOutcome::Accepted))
-                    .collect())
-            }
 
-            async fn claim_events(
-                &self,
-                limit: u32,
-                lease: Duration,
-            ) -> Result<Vec<ClaimedEvent>, StoreError> {
-                let claim = Uuid::now_v7();
-                let now = Stamp::now();
-                let sql = format!(
-                    "UPDATE webhook_inbox
-                        SET state = 'processing', claim_token = $1, lease_until = $2,
-                            updated_at = $3
-                      WHERE id IN (
-                        SELECT i.id FROM webhook_inbox i
-                         WHERE ((i.state = 'pending' AND i.next_attempt_at <= $3)
-                             OR (i.state = 'processing' AND i.lease_until < $3))
-                           AND NOT EXISTS (
-                             SELECT 1 FROM webhook_inbox e
-                              WHERE e.source = i.source AND e.lead_id = i.lead_id
-                                AND e.id <> i.id
-                                AND ((e.state IN ('pending', 'processing')
-                                      AND (e.event_at, e.id) < (i.event_at, i.id))
-                                  OR (e.state = 'processing' AND e.lease_until >= $3)))
-                         ORDER BY i.next_attempt_at, i.id
-                         LIMIT $4 {})
-                     RETURNING {EVENT_COLUMNS}",
-                    <Self as Dialect>::SKIP_LOCKED
-                );
-                let mut tx = self.begin_write().await?;
-                Self::serialize_claims(&mut tx).await?;
-                let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(Claim(claim))
-                    .bind(Stamp(now.0 + lease))
-                    .bind(now)
-                    .bind(i64::from(limit))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(rows.into_iter().map(|r| r.claimed(claim)).collect())
-            }
-
-            async fn previous_contact_set(
-                &self,
-                event: &ClaimedEvent,
-            ) -> Result<Option<String>, StoreError> {
-                Ok(sqlx::query_scalar(
-                    "SELECT contact_set FROM webhook_inbox
-                      WHERE source = $1 AND lead_id = $2 AND contact_set IS NOT NULL
-                        AND (event_at, id) < ($3, $4)
-                      ORDER BY event_at DESC, id DESC LIMIT 1",
-                )
-                .bind(&event.source)
-                .bind(&event.lead_id)
-                .bind(Stamp(event.event_at))
-                .bind(event.id)
-                .fetch_optional(self.reads())
-                .await?)
-            }
-
-            async fn save_rendered(
-                &self,
-                event: &ClaimedEvent,
-                contact_set: &str,
-                message: &str,
-                links: &[LeadLink],
-            ) -> Result<bool, StoreError> {
-                let now = Stamp::now();
-                let mut tx = self.begin_write().await?;
-                let sql =
-                    format!("UPDATE webhook_inbox SET contact_set = $3, message = $4, updated_at = $5 {OURS}");
-                let updated = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(event.id)
-                    .bind(Claim(event.claim))
-                    .bind(contact_set)
-                    .bind(message)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if updated == 0 {
-                    return Ok(false);
+                async fn ready(&self) -> Result<bool, StoreError> {
+                    let applied: Vec<i64> =
+                        match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                            .fetch_all(self.reads())
+                            .await
+                        {
+                            Ok(v) => v,
+                            // No migrations table yet: reachable, not ready.
+                            Err(sqlx::Error::Database(_)) => return Ok(false),
+                            Err(e) => return Err(e.into()),
+                        };
+                    Ok(<Self as Dialect>::migrator()
+                        .iter()
+                        .all(|m| applied.contains(&m.version)))
                 }
-                for link in links {
-                    sqlx::query(
-                        "INSERT INTO lead_parties (source, lead_id, party_id, contact_kind, linked_at)
-                         SELECT $1, $2, id, $4, $5 FROM parties WHERE cpf = $3
-                         ON CONFLICT DO NOTHING",
+
+                async fn close(&self) {
+                    self.close_pools().await;
+                }
+
+                async fn event_counts(&self) -> Result<Vec<(EventState, i64)>, StoreError> {
+                    Ok(sqlx::query_as(
+                        "SELECT state, count(*) FROM webhook_inbox GROUP BY state ORDER BY state",
                     )
-                    .bind(&event.source)
-                    .bind(&event.lead_id)
-                    .bind(link.cpf.as_str())
-                    .bind(link.via.as_str())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                    .fetch_all(self.reads())
+                    .await?)
                 }
-                tx.commit().await?;
-                Ok(true)
-            }
 
-            async fn mark_sending(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {
-                let sql = format!(
-                    "UPDATE webhook_inbox SET send_started_at = $3, updated_at = $3 {OURS}"
-                );
-                self.write_ours(event, sql, None).await
-            }
-
-            async fn note_unknown_outcome(
-                &self,
-                event: &ClaimedEvent,
-            ) -> Result<bool, StoreError> {
-                // `$3` (now) unused: this count is not a change of the event's state.
-                let sql = format!(
-                    "UPDATE webhook_inbox SET unknown_outcomes = unknown_outcomes + 1
-                      {OURS} AND $3 IS NOT NULL"
-                );
-                self.write_ours(event, sql, None).await
-            }
-
-            async fn renew_lease(
-                &self,
-                event: &ClaimedEvent,
-                lease: Duration,
-            ) -> Result<bool, StoreError> {
-                let sql = format!("UPDATE webhook_inbox SET lease_until = $4 {OURS} AND $3 IS NOT NULL");
-                let until = Stamp(OffsetDateTime::now_utc() + lease);
-                self.write_ours(event, sql, Some(until)).await
-            }
-
-            async fn finish(&self, event: &ClaimedEvent, finish: Finish) -> Result<bool, StoreError> {
-                let now = Stamp::now();
-                let pending = |at: OffsetDateTime, error: String, counted: i32| {
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "UPDATE webhook_inbox
-                            SET state = 'pending', attempts = attempts + $6,
-                                next_attempt_at = $4, last_error = $5, {LET_GO}"
-                    )))
-                    .bind(event.id)
-                    .bind(Claim(event.claim))
-                    .bind(now)
-                    .bind(Stamp(at))
-                    .bind(error)
-                    .bind(counted)
-                };
-                let q = match finish {
-                    Finish::Done {
-                        outcome,
-                        contact_set,
-                    } => sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "UPDATE webhook_inbox
-                            SET state = 'done', outcome = $4,
-                                contact_set = COALESCE($5, contact_set),
-                                delivered_at = $6, last_error = NULL, {LET_GO}"
-                    )))
-                    .bind(event.id)
-                    .bind(Claim(event.claim))
-                    .bind(now)
-                    .bind(outcome)
-                    .bind(contact_set)
-                    .bind((outcome == Outcome::Delivered).then_some(now)),
-                    Finish::Retry { at, error } => pending(at, error, 1),
-                    // A parked event waits for its provider without spending an attempt.
-                    Finish::Park { at, error } => pending(at, error, 0),
-                    Finish::Dead { reason } => sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "UPDATE webhook_inbox
-                            SET state = 'dead', attempts = attempts + 1, outcome = 'dead',
-                                last_error = $4, {LET_GO}"
-                    )))
-                    .bind(event.id)
-                    .bind(Claim(event.claim))
-                    .bind(now)
-                    .bind(reason),
-                };
-                Ok(q.execute(self.writes()).await?.rows_affected() == 1)
-            }
-
-            async fn release(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {
-                Ok(sqlx::query(
-                    "UPDATE webhook_inbox
-                        SET state = 'pending', claim_token = NULL, lease_until = NULL,
-                            next_attempt_at = $3, updated_at = $3
-                      WHERE id = $1 AND claim_token = $2 AND send_started_at IS NULL",
-                )
-                .bind(event.id)
-                .bind(Claim(event.claim))
-                .bind(Stamp::now())
-                .execute(self.writes())
-                .await?
-                .rows_affected()
-                    == 1)
-            }
-
-            async fn event(&self, id: i64) -> Result<Option<EventRecord>, StoreError> {
-                let sql = format!("SELECT {RECORD_COLUMNS} FROM webhook_inbox WHERE id = $1");
-                let row: Option<RecordRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(id)
-                    .fetch_optional(self.reads())
+                async fn party_counts(&self) -> Result<PartyCounts, StoreError> {
+                    let (parties, contacts, enrichments, lead_links, negatives) = sqlx::query_as(
+                        "SELECT (SELECT count(*) FROM parties),
+                                (SELECT count(*) FROM party_contacts),
+                                (SELECT count(*) FROM party_enrichments),
+                                (SELECT count(*) FROM lead_parties),
+                                (SELECT count(*) FROM negative_lookups)",
+                    )
+                    .fetch_one(self.reads())
                     .await?;
-                Ok(row.map(EventRecord::from))
-            }
+                    Ok(PartyCounts {
+                        parties,
+                        contacts,
+                        enrichments,
+                        lead_links,
+                        negatives,
+                    })
+                }
 
-            async fn events(
-                &self,
-                state: Option<EventState>,
-                limit: u32,
-            ) -> Result<Vec<EventRecord>, StoreError> {
-                let sql = format!(
-                    "SELECT {RECORD_COLUMNS} FROM webhook_inbox
-                      WHERE ($1 IS NULL OR state = $1) ORDER BY id DESC LIMIT $2"
-                );
-                let rows: Vec<RecordRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(state)
+                async fn erasure_audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+                    let rows: Vec<(i64, Stamp, String, String, Json<Value>)> = sqlx::query_as(
+                        "SELECT id, at, action, cpf_hash, counts FROM erasure_audit
+                          ORDER BY at DESC, id DESC LIMIT $1",
+                    )
                     .bind(i64::from(limit))
                     .fetch_all(self.reads())
                     .await?;
-                Ok(rows.into_iter().map(EventRecord::from).collect())
-            }
-
-            async fn replay_event(&self, id: i64) -> Result<Replay, StoreError> {
-                let sql = format!("{REPLAY} AND id = $2");
-                let replayed = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(Stamp::now())
-                    .bind(id)
-                    .execute(self.writes())
-                    .await?
-                    .rows_affected();
-                if replayed == 1 {
-                    return Ok(Replay::Replayed);
+                    Ok(rows
+                        .into_iter()
+                        .map(|(id, at, action, cpf_hash, counts)| AuditRecord {
+                            id,
+                            at: at.0,
+                            action,
+                            cpf_hash,
+                            counts: counts.0,
+                        })
+                        .collect())
                 }
-                let state: Option<EventState> =
-                    sqlx::query_scalar("SELECT state FROM webhook_inbox WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(self.reads())
-                        .await?;
-                Ok(state.map_or(Replay::NotFound, |state| Replay::NotReplayable { state }))
             }
 
-            async fn replay_dead(&self) -> Result<u64, StoreError> {
-                Ok(sqlx::query(REPLAY)
-                    .bind(Stamp::now())
-                    .execute(self.writes())
-                    .await?
-                    .rows_affected())
-            }
+            #[async_trait::async_trait]
+            impl $crate::store::Inbox for Backend {
+                async fn insert_events(
+                    &self,
+                    events: &[NewEvent],
+                ) -> Result<Vec<InsertOutcome>, StoreError> {
+                    if events.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let ids = self.insert_new(events, Stamp::now()).await?;
+                    if ids.len() != events.len() {
+                        return Err(StoreError::Corrupt(format!(
+                            "{} outcomes for {} events",
+                            ids.len(),
+                            events.len()
+                        )));
+                    }
+                    Ok(ids
+                        .into_iter()
+                        .map(|id| id.map_or(InsertOutcome::Duplicate, InsertOutcome::Accepted))
+                        .collect())
+                }
 
-            async fn latest_event_payload(
-                &self,
-                source: &str,
-                lead_id: &str,
-            ) -> Result<Option<Value>, StoreError> {
-                let payload: Option<Json<Value>> = sqlx::query_scalar(
-                    "SELECT payload FROM webhook_inbox WHERE source = $1 AND lead_id = $2
-                      ORDER BY event_at DESC, id DESC LIMIT 1",
-                )
-                .bind(source)
-                .bind(lead_id)
-                .fetch_optional(self.reads())
-                .await?;
-                Ok(payload.map(|p| p.0))
-            }
-
-            async fn prune_done(&self, older_than: OffsetDateTime) -> Result<u64, StoreError> {
-                Ok(sqlx::query(
-                    "DELETE FROM webhook_inbox
-                      WHERE state = 'done' AND updated_at < $1
-                        AND EXISTS (SELECT 1 FROM webhook_inbox n
-                                     WHERE n.source = webhook_inbox.source
-                                       AND n.lead_id = webhook_inbox.lead_id
-                                       AND (n.event_at, n.id)
-                                           > (webhook_inbox.event_at, webhook_inbox.id))",
-                )
-                .bind(Stamp(older_than))
-                .execute(self.writes())
-                .await?
-                .rows_affected())
-            }
-
-            async fn purge_payloads(&self, older_than: OffsetDateTime) -> Result<u64, StoreError> {
-                // Another instance purging at the same time takes other rows.
-                let select = format!(
-                    "SELECT id, payload FROM webhook_inbox
-                      WHERE state = 'done' AND updated_at < $1 AND NOT ({})
-                      ORDER BY id LIMIT $2 {}",
-                    <Self as Dialect>::ERASED,
-                    <Self as Dialect>::SKIP_LOCKED
-                );
-                let mut purged = 0;
-                loop {
+                async fn claim_events(
+                    &self,
+                    limit: u32,
+                    lease: Duration,
+                ) -> Result<Vec<ClaimedEvent>, StoreError> {
+                    let claim = Uuid::now_v7();
+                    let now = Stamp::now();
+                    let sql = format!(
+                        "UPDATE webhook_inbox
+                            SET state = 'processing', claim_token = $1, lease_until = $2,
+                                updated_at = $3
+                          WHERE id IN (
+                            SELECT i.id FROM webhook_inbox i
+                             WHERE ((i.state = 'pending' AND i.next_attempt_at <= $3)
+                                 OR (i.state = 'processing' AND i.lease_until < $3))
+                               AND NOT EXISTS (
+                                 SELECT 1 FROM webhook_inbox e
+                                  WHERE e.source = i.source AND e.lead_id = i.lead_id
+                                    AND e.id <> i.id
+                                    AND ((e.state IN ('pending', 'processing')
+                                          AND (e.event_at, e.id) < (i.event_at, i.id))
+                                      OR (e.state = 'processing' AND e.lease_until >= $3)))
+                             ORDER BY i.next_attempt_at, i.id
+                             LIMIT $4 {})
+                         RETURNING {EVENT_COLUMNS}",
+                        <Self as Dialect>::SKIP_LOCKED
+                    );
                     let mut tx = self.begin_write().await?;
-                    let rows: Vec<(i64, Json<Value>)> =
-                        sqlx::query_as(sqlx::AssertSqlSafe(select.clone()))
-                            .bind(Stamp(older_than))
-                            .bind(PURGE_BATCH)
-                            .fetch_all(&mut *tx)
-                            .await?;
-                    for (id, payload) in &rows {
+                    Self::serialize_claims(&mut tx).await?;
+                    let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(Claim(claim))
+                        .bind(Stamp(now.0 + lease))
+                        .bind(now)
+                        .bind(i64::from(limit))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(rows.into_iter().map(|r| r.claimed(claim)).collect())
+                }
+
+                async fn previous_contact_set(
+                    &self,
+                    event: &ClaimedEvent,
+                ) -> Result<Option<String>, StoreError> {
+                    Ok(sqlx::query_scalar(
+                        "SELECT contact_set FROM webhook_inbox
+                          WHERE source = $1 AND lead_id = $2 AND contact_set IS NOT NULL
+                            AND (event_at, id) < ($3, $4)
+                          ORDER BY event_at DESC, id DESC LIMIT 1",
+                    )
+                    .bind(&event.source)
+                    .bind(&event.lead_id)
+                    .bind(Stamp(event.event_at))
+                    .bind(event.id)
+                    .fetch_optional(self.reads())
+                    .await?)
+                }
+
+                async fn save_rendered(
+                    &self,
+                    event: &ClaimedEvent,
+                    contact_set: &str,
+                    message: &str,
+                    links: &[LeadLink],
+                ) -> Result<bool, StoreError> {
+                    let now = Stamp::now();
+                    let mut tx = self.begin_write().await?;
+                    let sql =
+                        format!("UPDATE webhook_inbox SET contact_set = $3, message = $4, updated_at = $5 {OURS}");
+                    let updated = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(event.id)
+                        .bind(Claim(event.claim))
+                        .bind(contact_set)
+                        .bind(message)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if updated == 0 {
+                        return Ok(false);
+                    }
+                    for link in links {
                         sqlx::query(
-                            "UPDATE webhook_inbox
-                                SET payload = $2, message = NULL,
-                                    contact_set = CASE WHEN EXISTS (
-                                        SELECT 1 FROM webhook_inbox n
-                                         WHERE n.source = webhook_inbox.source
-                                           AND n.lead_id = webhook_inbox.lead_id
-                                           AND n.contact_set IS NOT NULL
-                                           AND (n.event_at, n.id)
-                                               > (webhook_inbox.event_at, webhook_inbox.id))
-                                        THEN NULL ELSE contact_set END
-                              WHERE id = $1",
+                            "INSERT INTO lead_parties (source, lead_id, party_id, contact_kind, linked_at)
+                             SELECT $1, $2, id, $4, $5 FROM parties WHERE cpf = $3
+                             ON CONFLICT DO NOTHING",
                         )
-                        .bind(id)
-                        .bind(Json(purge_payload(&payload.0)))
+                        .bind(&event.source)
+                        .bind(&event.lead_id)
+                        .bind(link.cpf.as_str())
+                        .bind(link.via.as_str())
+                        .bind(now)
                         .execute(&mut *tx)
                         .await?;
                     }
                     tx.commit().await?;
-                    purged += rows.len() as u64;
-                    if (rows.len() as i64) < PURGE_BATCH {
-                        return Ok(purged);
+                    Ok(true)
+                }
+
+                async fn mark_sending(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {
+                    let sql = format!(
+                        "UPDATE webhook_inbox SET send_started_at = $3, updated_at = $3 {OURS}"
+                    );
+                    self.write_ours(event, sql, Some(Stamp::now())).await
+                }
+
+                async fn note_unknown_outcome(
+                    &self,
+                    event: &ClaimedEvent,
+                ) -> Result<bool, StoreError> {
+                    let sql = format!(
+                        "UPDATE webhook_inbox SET unknown_outcomes = unknown_outcomes + 1 {OURS}"
+                    );
+                    self.write_ours(event, sql, None).await
+                }
+
+                async fn renew_lease(
+                    &self,
+                    event: &ClaimedEvent,
+                    lease: Duration,
+                ) -> Result<bool, StoreError> {
+                    let sql = format!("UPDATE webhook_inbox SET lease_until = $3 {OURS}");
+                    let until = Stamp(OffsetDateTime::now_utc() + lease);
+                    self.write_ours(event, sql, Some(until)).await
+                }
+
+                async fn finish(&self, event: &ClaimedEvent, finish: Finish) -> Result<bool, StoreError> {
+                    let now = Stamp::now();
+                    let pending = |at: OffsetDateTime, error: String, counted: i32| {
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "UPDATE webhook_inbox
+                                SET state = 'pending', attempts = attempts + $6,
+                                    next_attempt_at = $4, last_error = $5, {LET_GO}"
+                        )))
+                        .bind(event.id)
+                        .bind(Claim(event.claim))
+                        .bind(now)
+                        .bind(Stamp(at))
+                        .bind(error)
+                        .bind(counted)
+                    };
+                    let q = match finish {
+                        Finish::Done {
+                            outcome,
+                            contact_set,
+                        } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "UPDATE webhook_inbox
+                                SET state = 'done', outcome = $4,
+                                    contact_set = COALESCE($5, contact_set),
+                                    delivered_at = $6, last_error = NULL, {LET_GO}"
+                        )))
+                        .bind(event.id)
+                        .bind(Claim(event.claim))
+                        .bind(now)
+                        .bind(outcome)
+                        .bind(contact_set)
+                        .bind((outcome == Outcome::Delivered).then_some(now)),
+                        Finish::Retry { at, error } => pending(at, error, 1),
+                        // A parked event waits for its provider without spending an attempt.
+                        Finish::Park { at, error } => pending(at, error, 0),
+                        Finish::Dead { reason } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "UPDATE webhook_inbox
+                                SET state = 'dead', attempts = attempts + 1, outcome = 'dead',
+                                    last_error = $4, {LET_GO}"
+                        )))
+                        .bind(event.id)
+                        .bind(Claim(event.claim))
+                        .bind(now)
+                        .bind(reason),
+                    };
+                    Ok(q.execute(self.writes()).await?.rows_affected() == 1)
+                }
+
+                async fn release(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {
+                    Ok(sqlx::query(
+                        "UPDATE webhook_inbox
+                            SET state = 'pending', claim_token = NULL, lease_until = NULL,
+                                next_attempt_at = $3, updated_at = $3
+                          WHERE id = $1 AND claim_token = $2 AND send_started_at IS NULL",
+                    )
+                    .bind(event.id)
+                    .bind(Claim(event.claim))
+                    .bind(Stamp::now())
+                    .execute(self.writes())
+                    .await?
+                    .rows_affected()
+                        == 1)
+                }
+
+                async fn event(&self, id: i64) -> Result<Option<EventRecord>, StoreError> {
+                    let sql = format!("SELECT {RECORD_COLUMNS} FROM webhook_inbox WHERE id = $1");
+                    let row: Option<RecordRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(id)
+                        .fetch_optional(self.reads())
+                        .await?;
+                    Ok(row.map(EventRecord::from))
+                }
+
+                async fn events(
+                    &self,
+                    state: Option<EventState>,
+                    limit: u32,
+                ) -> Result<Vec<EventRecord>, StoreError> {
+                    let sql = format!(
+                        "SELECT {RECORD_COLUMNS} FROM webhook_inbox
+                          WHERE ($1 IS NULL OR state = $1) ORDER BY id DESC LIMIT $2"
+                    );
+                    let rows: Vec<RecordRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(state)
+                        .bind(i64::from(limit))
+                        .fetch_all(self.reads())
+                        .await?;
+                    Ok(rows.into_iter().map(EventRecord::from).collect())
+                }
+
+                async fn replay_event(&self, id: i64) -> Result<Replay, StoreError> {
+                    let sql = format!("{REPLAY} AND id = $2");
+                    let replayed = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(Stamp::now())
+                        .bind(id)
+                        .execute(self.writes())
+                        .await?
+                        .rows_affected();
+                    if replayed == 1 {
+                        return Ok(Replay::Replayed);
                     }
+                    let state: Option<EventState> =
+                        sqlx::query_scalar("SELECT state FROM webhook_inbox WHERE id = $1")
+                            .bind(id)
+                            .fetch_optional(self.reads())
+                            .await?;
+                    Ok(state.map_or(Replay::NotFound, |state| Replay::NotReplayable { state }))
                 }
-            }
-        }
 
-        #[async_trait::async_trait]
-        impl $crate::store::People for Backend {
-            async fn find_contact(
-                &self,
-                key: &ContactKey,
-            ) -> Result<Option<Lookup<Cpf>>, StoreError> {
-                let cpf: Option<String> = sqlx::query_scalar(
-                    "SELECT p.cpf FROM party_contacts c JOIN parties p ON p.id = c.party_id
-                      WHERE c.kind = $1 AND c.value = $2 AND c.source = 'lookup'
-                      ORDER BY c.created_at DESC, c.id DESC LIMIT 1",
-                )
-                .bind(key.kind().as_str())
-                .bind(key.value())
-                .fetch_optional(self.reads())
-                .await?;
-                if let Some(cpf) = cpf {
-                    return Ok(Some(Lookup::Found(parse_cpf(&cpf)?)));
+                async fn replay_dead(&self) -> Result<u64, StoreError> {
+                    Ok(sqlx::query(REPLAY)
+                        .bind(Stamp::now())
+                        .execute(self.writes())
+                        .await?
+                        .rows_affected())
                 }
-                self.negative(key.kind().as_str(), key.value()).await
-            }
 
-            async fn record_contact(
-                &self,
-                key: &ContactKey,
-                answer: &Lookup<(Cpf, Option<String>)>,
-                negative_until: OffsetDateTime,
-            ) -> Result<(), StoreError> {
-                let now = Stamp::now();
-                let (kind, value) = (key.kind().as_str(), key.value());
-                let mut tx = self.begin_write().await?;
-                match answer {
-                    Lookup::Found((cpf, name)) => {
-                        let party = upsert_party(&mut tx, cpf, name.as_deref(), now).await?;
-                        let origin = ContactOrigin::Lookup;
-                        insert_contact(&mut tx, party, kind, value, origin, now).await?;
-                        sqlx::query(FORGET_NEGATIVE)
-                            .bind(kind)
-                            .bind(value)
+                async fn latest_event_payload(
+                    &self,
+                    source: &str,
+                    lead_id: &str,
+                ) -> Result<Option<Value>, StoreError> {
+                    let payload: Option<Json<Value>> = sqlx::query_scalar(
+                        "SELECT payload FROM webhook_inbox WHERE source = $1 AND lead_id = $2
+                          ORDER BY event_at DESC, id DESC LIMIT 1",
+                    )
+                    .bind(source)
+                    .bind(lead_id)
+                    .fetch_optional(self.reads())
+                    .await?;
+                    Ok(payload.map(|p| p.0))
+                }
+
+                async fn prune_done(&self, older_than: OffsetDateTime) -> Result<u64, StoreError> {
+                    Ok(sqlx::query(
+                        "DELETE FROM webhook_inbox
+                          WHERE state = 'done' AND updated_at < $1
+                            AND EXISTS (SELECT 1 FROM webhook_inbox n
+                                         WHERE n.source = webhook_inbox.source
+                                           AND n.lead_id = webhook_inbox.lead_id
+                                           AND (n.event_at, n.id)
+                                               > (webhook_inbox.event_at, webhook_inbox.id))",
+                    )
+                    .bind(Stamp(older_than))
+                    .execute(self.writes())
+                    .await?
+                    .rows_affected())
+                }
+
+                async fn purge_payloads(&self, older_than: OffsetDateTime) -> Result<u64, StoreError> {
+                    // Another instance purging at the same time takes other rows.
+                    let select = format!(
+                        "SELECT id, payload FROM webhook_inbox
+                          WHERE state = 'done' AND updated_at < $1 AND NOT ({})
+                          ORDER BY id LIMIT $2 {}",
+                        <Self as Dialect>::ERASED,
+                        <Self as Dialect>::SKIP_LOCKED
+                    );
+                    let mut purged = 0;
+                    loop {
+                        let mut tx = self.begin_write().await?;
+                        let rows: Vec<(i64, Json<Value>)> =
+                            sqlx::query_as(sqlx::AssertSqlSafe(select.clone()))
+                                .bind(Stamp(older_than))
+                                .bind(PURGE_BATCH)
+                                .fetch_all(&mut *tx)
+                                .await?;
+                        for (id, payload) in &rows {
+                            sqlx::query(
+                                "UPDATE webhook_inbox
+                                    SET payload = $2, message = NULL,
+                                        contact_set = CASE WHEN EXISTS (
+                                            SELECT 1 FROM webhook_inbox n
+                                             WHERE n.source = webhook_inbox.source
+                                               AND n.lead_id = webhook_inbox.lead_id
+                                               AND n.contact_set IS NOT NULL
+                                               AND (n.event_at, n.id)
+                                                   > (webhook_inbox.event_at, webhook_inbox.id))
+                                            THEN NULL ELSE contact_set END
+                                  WHERE id = $1",
+                            )
+                            .bind(id)
+                            .bind(Json(purge_payload(&payload.0)))
                             .execute(&mut *tx)
                             .await?;
-                    }
-                    Lookup::NotFound => {
-                        let until = Stamp(negative_until);
-                        remember_negative(&mut tx, kind, value, Provider::Diretrix, until, now)
-                            .await?;
-                    }
-                }
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn find_person(
-                &self,
-                cpf: &Cpf,
-                fresh_since: OffsetDateTime,
-            ) -> Result<Option<Lookup<StoredPerson>>, StoreError> {
-                let row: Option<(Json<Person>, Stamp)> = sqlx::query_as(
-                    "SELECT e.data, e.fetched_at FROM party_enrichments e
-                       JOIN parties p ON p.id = e.party_id
-                      WHERE p.cpf = $1 AND e.fetched_at >= $2
-                      ORDER BY e.fetched_at DESC, e.id DESC LIMIT 1",
-                )
-                .bind(cpf.as_str())
-                .bind(Stamp(fresh_since))
-                .fetch_optional(self.reads())
-                .await
-                .map_err(corrupt_json("enrichment data"))?;
-                if let Some((person, fetched_at)) = row {
-                    return Ok(Some(Lookup::Found(StoredPerson {
-                        person: person.0,
-                        fetched_at: fetched_at.0,
-                    })));
-                }
-                self.negative("cpf", cpf.as_str()).await
-            }
-
-            async fn record_person(
-                &self,
-                cpf: &Cpf,
-                answer: &Lookup<(Value, Person)>,
-                provider: Provider,
-                negative_until: OffsetDateTime,
-            ) -> Result<(), StoreError> {
-                let now = Stamp::now();
-                let mut tx = self.begin_write().await?;
-                match answer {
-                    Lookup::Found((raw, person)) => {
-                        let party = upsert_party(&mut tx, cpf, person.name.as_deref(), now).await?;
-                        for (kind, value) in person_contacts(person) {
-                            let origin = ContactOrigin::Person;
-                            insert_contact(&mut tx, party, kind, &value, origin, now).await?;
                         }
-                        sqlx::query(
-                            "INSERT INTO party_enrichments (party_id, provider, raw, data, fetched_at)
-                             VALUES ($1, $2, $3, $4, $5)",
+                        tx.commit().await?;
+                        purged += rows.len() as u64;
+                        if (rows.len() as i64) < PURGE_BATCH {
+                            return Ok(purged);
+                        }
+                    }
+                }
+            }
+
+            #[async_trait::async_trait]
+            impl $crate::store::People for Backend {
+                async fn find_contact(
+                    &self,
+                    key: &ContactKey,
+                ) -> Result<Option<Lookup<Cpf>>, StoreError> {
+                    let cpf: Option<String> = sqlx::query_scalar(
+                        "SELECT p.cpf FROM party_contacts c JOIN parties p ON p.id = c.party_id
+                          WHERE c.kind = $1 AND c.value = $2 AND c.source = 'lookup'
+                          ORDER BY c.created_at DESC, c.id DESC LIMIT 1",
+                    )
+                    .bind(key.kind().as_str())
+                    .bind(key.value())
+                    .fetch_optional(self.reads())
+                    .await?;
+                    if let Some(cpf) = cpf {
+                        return Ok(Some(Lookup::Found(parse_cpf(&cpf)?)));
+                    }
+                    self.negative(key.kind().as_str(), key.value()).await
+                }
+
+                async fn record_contact(
+                    &self,
+                    key: &ContactKey,
+                    answer: &Lookup<(Cpf, Option<String>)>,
+                    negative_until: OffsetDateTime,
+                ) -> Result<(), StoreError> {
+                    let now = Stamp::now();
+                    let (kind, value) = (key.kind().as_str(), key.value());
+                    let mut tx = self.begin_write().await?;
+                    match answer {
+                        Lookup::Found((cpf, name)) => {
+                            let party = upsert_party(&mut tx, cpf, name.as_deref(), now).await?;
+                            let origin = ContactOrigin::Lookup;
+                            insert_contact(&mut tx, party, kind, value, origin, now).await?;
+                            sqlx::query(FORGET_NEGATIVE)
+                                .bind(kind)
+                                .bind(value)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        Lookup::NotFound => {
+                            let until = Stamp(negative_until);
+                            remember_negative(&mut tx, kind, value, Provider::Diretrix, until, now)
+                                .await?;
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn find_person(
+                    &self,
+                    cpf: &Cpf,
+                    fresh_since: OffsetDateTime,
+                ) -> Result<Option<Lookup<StoredPerson>>, StoreError> {
+                    let row: Option<(Json<Person>, Stamp)> = sqlx::query_as(
+                        "SELECT e.data, e.fetched_at FROM party_enrichments e
+                           JOIN parties p ON p.id = e.party_id
+                          WHERE p.cpf = $1 AND e.fetched_at >= $2
+                          ORDER BY e.fetched_at DESC, e.id DESC LIMIT 1",
+                    )
+                    .bind(cpf.as_str())
+                    .bind(Stamp(fresh_since))
+                    .fetch_optional(self.reads())
+                    .await
+                    .map_err(corrupt_json("enrichment data"))?;
+                    if let Some((person, fetched_at)) = row {
+                        return Ok(Some(Lookup::Found(StoredPerson {
+                            person: person.0,
+                            fetched_at: fetched_at.0,
+                        })));
+                    }
+                    self.negative("cpf", cpf.as_str()).await
+                }
+
+                async fn record_person(
+                    &self,
+                    cpf: &Cpf,
+                    answer: &Lookup<(Value, Person)>,
+                    provider: Provider,
+                    negative_until: OffsetDateTime,
+                ) -> Result<(), StoreError> {
+                    let now = Stamp::now();
+                    let mut tx = self.begin_write().await?;
+                    match answer {
+                        Lookup::Found((raw, person)) => {
+                            let party = upsert_party(&mut tx, cpf, person.name.as_deref(), now).await?;
+                            for (kind, value) in person_contacts(person) {
+                                let origin = ContactOrigin::Person;
+                                insert_contact(&mut tx, party, kind, &value, origin, now).await?;
+                            }
+                            sqlx::query(
+                                "INSERT INTO party_enrichments (party_id, provider, raw, data, fetched_at)
+                                 VALUES ($1, $2, $3, $4, $5)",
+                            )
+                            .bind(party)
+                            .bind(provider)
+                            .bind(Json(raw))
+                            .bind(Json(person))
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                            sqlx::query(FORGET_NEGATIVE)
+                                .bind("cpf")
+                                .bind(cpf.as_str())
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        Lookup::NotFound => {
+                            let until = Stamp(negative_until);
+                            remember_negative(&mut tx, "cpf", cpf.as_str(), provider, until, now)
+                                .await?;
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn erase_party(
+                    &self,
+                    cpf: &Cpf,
+                    action: &str,
+                    cpf_hash: &str,
+                ) -> Result<Erasure, StoreError> {
+                    let now = Stamp::now();
+                    let lock = <Self as Dialect>::LOCK_ROWS;
+                    let mut tx = self.begin_write().await?;
+                    // Locking the party makes concurrent writers of its contacts and links wait
+                    // for the erasure (and then find no party) rather than add rows it would miss.
+                    let sql = format!("SELECT id FROM parties WHERE cpf = $1 {lock}");
+                    let party: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                        .bind(cpf.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let mut erasure = Erasure {
+                        found: party.is_some(),
+                        ..Erasure::default()
+                    };
+                    let mut party_keys = Vec::new();
+                    let mut linked: Vec<(String, String)> = Vec::new();
+                    if let Some(party) = party {
+                        let rows: Vec<(String, String)> = sqlx::query_as(
+                            "SELECT kind, value FROM party_contacts WHERE party_id = $1",
                         )
                         .bind(party)
-                        .bind(provider)
-                        .bind(Json(raw))
-                        .bind(Json(person))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        party_keys = contact_keys_of(&rows);
+                        linked = sqlx::query_as(
+                            "SELECT DISTINCT source, lead_id FROM lead_parties WHERE party_id = $1",
+                        )
+                        .bind(party)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    }
+                    // The inbox holds the CRM's copy of the person (name, phone, e-mail) and the
+                    // rendered message holds the bought data: the events of every lead the person
+                    // reaches are redacted in this same transaction.
+                    let sql = format!(
+                        "SELECT id, source, lead_id, {} AS phone, {} AS email, contact_set
+                           FROM webhook_inbox",
+                        <Self as Dialect>::CUSTOMER_PHONE,
+                        <Self as Dialect>::CUSTOMER_EMAIL
+                    );
+                    let inbox: Vec<InboxContacts> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let (event_ids, keys) = erasure_scope(&party_keys, &linked, &inbox);
+                    let select = format!("SELECT payload FROM webhook_inbox WHERE id = $1 {lock}");
+                    for id in &event_ids {
+                        let payload: Json<Value> =
+                            sqlx::query_scalar(sqlx::AssertSqlSafe(select.clone()))
+                                .bind(id)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                        sqlx::query(
+                            "UPDATE webhook_inbox
+                            SET payload = $2, contact_set = NULL, message = NULL,
+                                state = CASE WHEN state = 'processing' THEN 'pending' ELSE state END,
+                                claim_token = CASE WHEN state = 'processing' THEN NULL
+                                                   ELSE claim_token END,
+                                lease_until = CASE WHEN state = 'processing' THEN NULL
+                                                   ELSE lease_until END,
+                                send_started_at = CASE WHEN state = 'processing' THEN NULL
+                                                       ELSE send_started_at END,
+                                updated_at = $3
+                          WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(Json(redact_payload(&payload.0)))
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
-                        sqlx::query(FORGET_NEGATIVE)
-                            .bind("cpf")
-                            .bind(cpf.as_str())
-                            .execute(&mut *tx)
-                            .await?;
                     }
-                    Lookup::NotFound => {
-                        let until = Stamp(negative_until);
-                        remember_negative(&mut tx, "cpf", cpf.as_str(), provider, until, now)
-                            .await?;
-                    }
-                }
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn erase_party(
-                &self,
-                cpf: &Cpf,
-                action: &str,
-                cpf_hash: &str,
-            ) -> Result<Erasure, StoreError> {
-                let now = Stamp::now();
-                let lock = <Self as Dialect>::LOCK_ROWS;
-                let mut tx = self.begin_write().await?;
-                // Locking the party makes concurrent writers of its contacts and links wait
-                // for the erasure (and then find no party) rather than add rows it would miss.
-                let sql = format!("SELECT id FROM parties WHERE cpf = $1 {lock}");
-                let party: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                    .bind(cpf.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let mut erasure = Erasure {
-                    found: party.is_some(),
-                    ..Erasure::default()
-                };
-                let mut party_keys = Vec::new();
-                let mut linked: Vec<(String, String)> = Vec::new();
-                if let Some(party) = party {
-                    let rows: Vec<(String, String)> = sqlx::query_as(
-                        "SELECT kind, value FROM party_contacts WHERE party_id = $1",
-                    )
-                    .bind(party)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    party_keys = contact_keys_of(&rows);
-                    linked = sqlx::query_as(
-                        "SELECT DISTINCT source, lead_id FROM lead_parties WHERE party_id = $1",
-                    )
-                    .bind(party)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                }
-                // The inbox holds the CRM's copy of the person (name, phone, e-mail) and the
-                // rendered message holds the bought data: the events of every lead the person
-                // reaches are redacted in this same transaction.
-                let sql = format!(
-                    "SELECT id, source, lead_id, {} AS phone, {} AS email, contact_set
-                       FROM webhook_inbox",
-                    <Self as Dialect>::CUSTOMER_PHONE,
-                    <Self as Dialect>::CUSTOMER_EMAIL
-                );
-                let inbox: Vec<InboxContacts> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let (event_ids, keys) = erasure_scope(&party_keys, &linked, &inbox);
-                let select = format!("SELECT payload FROM webhook_inbox WHERE id = $1 {lock}");
-                for id in &event_ids {
-                    let payload: Json<Value> =
-                        sqlx::query_scalar(sqlx::AssertSqlSafe(select.clone()))
-                            .bind(id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    sqlx::query(
-                        "UPDATE webhook_inbox
-                        SET payload = $2, contact_set = NULL, message = NULL,
-                            state = CASE WHEN state = 'processing' THEN 'pending' ELSE state END,
-                            claim_token = CASE WHEN state = 'processing' THEN NULL
-                                               ELSE claim_token END,
-                            lease_until = CASE WHEN state = 'processing' THEN NULL
-                                               ELSE lease_until END,
-                            send_started_at = CASE WHEN state = 'processing' THEN NULL
-                                                   ELSE send_started_at END,
-                            updated_at = $3
-                      WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(Json(redact_payload(&payload.0)))
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                erasure.events = event_ids.len() as u64;
-                erasure.negatives = sqlx::query(FORGET_NEGATIVE)
-                    .bind("cpf")
-                    .bind(cpf.as_str())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                for key in &keys {
-                    erasure.negatives += sqlx::query(FORGET_NEGATIVE)
-                        .bind(key.kind().as_str())
-                        .bind(key.value())
+                    erasure.events = event_ids.len() as u64;
+                    erasure.negatives = sqlx::query(FORGET_NEGATIVE)
+                        .bind("cpf")
+                        .bind(cpf.as_str())
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
-                }
-                erasure.contact_keys = keys;
-                if let Some(party) = party {
-                    // Children first, each counted; the cascades then have nothing left to do.
-                    for (table, count) in [
-                        ("lead_parties", &mut erasure.lead_links),
-                        ("party_enrichments", &mut erasure.enrichments),
-                        ("party_contacts", &mut erasure.contacts),
-                    ] {
-                        let sql = format!("DELETE FROM {table} WHERE party_id = $1");
-                        *count = sqlx::query(sqlx::AssertSqlSafe(sql))
-                            .bind(party)
+                    for key in &keys {
+                        erasure.negatives += sqlx::query(FORGET_NEGATIVE)
+                            .bind(key.kind().as_str())
+                            .bind(key.value())
                             .execute(&mut *tx)
                             .await?
                             .rows_affected();
                     }
-                    sqlx::query("DELETE FROM parties WHERE id = $1")
-                        .bind(party)
-                        .execute(&mut *tx)
-                        .await?;
+                    erasure.contact_keys = keys;
+                    if let Some(party) = party {
+                        // Children first, each counted; the cascades then have nothing left to do.
+                        for (table, count) in [
+                            ("lead_parties", &mut erasure.lead_links),
+                            ("party_enrichments", &mut erasure.enrichments),
+                            ("party_contacts", &mut erasure.contacts),
+                        ] {
+                            let sql = format!("DELETE FROM {table} WHERE party_id = $1");
+                            *count = sqlx::query(sqlx::AssertSqlSafe(sql))
+                                .bind(party)
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected();
+                        }
+                        sqlx::query("DELETE FROM parties WHERE id = $1")
+                            .bind(party)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query(
+                        "INSERT INTO erasure_audit (at, action, cpf_hash, counts)
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(now)
+                    .bind(action)
+                    .bind(cpf_hash)
+                    .bind(Json(erasure.counts_json()))
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(erasure)
                 }
-                sqlx::query(
-                    "INSERT INTO erasure_audit (at, action, cpf_hash, counts)
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(now)
-                .bind(action)
-                .bind(cpf_hash)
-                .bind(Json(erasure.counts_json()))
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(erasure)
-            }
 
-            async fn recent_people(
-                &self,
-                after: Option<WarmCursor>,
-                limit: u32,
-            ) -> Result<Vec<WarmPerson>, StoreError> {
-                // Two texts rather than one with "$2 IS NULL OR ...": the row comparison
-                // alone is what lets a page start inside `party_enrichments_recent` where the
-                // previous one ended.
-                let page = if after.is_some() {
-                    "(e.fetched_at, e.id) < ($2, $3) AND"
-                } else {
-                    ""
-                };
-                let sql = format!(
-                    "SELECT p.id AS party, p.cpf, e.id AS enrichment, e.data, e.fetched_at
-                       FROM party_enrichments e JOIN parties p ON p.id = e.party_id
-                      WHERE {page} e.id = (SELECT l.id FROM party_enrichments l
-                                            WHERE l.party_id = e.party_id
-                                            ORDER BY l.fetched_at DESC, l.id DESC LIMIT 1)
-                      ORDER BY e.fetched_at DESC, e.id DESC
-                      LIMIT $1"
-                );
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(i64::from(limit));
-                if let Some(cursor) = after {
-                    query = query.bind(Stamp(cursor.fetched_at)).bind(cursor.enrichment);
-                }
-                let rows: Vec<RecentRow> = query
-                    .fetch_all(self.reads())
-                    .await
-                    .map_err(corrupt_json("enrichment data"))?;
-                if rows.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let parties: Vec<i64> = rows.iter().map(|r| r.party).collect();
-                let mut keys = keys_by_party(self.lookup_contacts(&parties).await?);
-                rows.into_iter()
-                    .map(|r| {
-                        Ok(WarmPerson {
-                            cpf: parse_cpf(&r.cpf)?,
-                            person: r.data.0,
-                            fetched_at: r.fetched_at.0,
-                            lookup_keys: keys.remove(&r.party).unwrap_or_default(),
-                            position: WarmCursor {
+                async fn recent_people(
+                    &self,
+                    after: Option<WarmCursor>,
+                    limit: u32,
+                ) -> Result<Vec<WarmPerson>, StoreError> {
+                    // Two texts rather than one with "$2 IS NULL OR ...": the row comparison
+                    // alone is what lets a page start inside `party_enrichments_recent` where the
+                    // previous one ended.
+                    let page = if after.is_some() {
+                        "(e.fetched_at, e.id) < ($2, $3) AND"
+                    } else {
+                        ""
+                    };
+                    let sql = format!(
+                        "SELECT p.id AS party, p.cpf, e.id AS enrichment, e.data, e.fetched_at
+                           FROM party_enrichments e JOIN parties p ON p.id = e.party_id
+                          WHERE {page} e.id = (SELECT l.id FROM party_enrichments l
+                                                WHERE l.party_id = e.party_id
+                                                ORDER BY l.fetched_at DESC, l.id DESC LIMIT 1)
+                          ORDER BY e.fetched_at DESC, e.id DESC
+                          LIMIT $1"
+                    );
+                    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(i64::from(limit));
+                    if let Some(cursor) = after {
+                        query = query.bind(Stamp(cursor.fetched_at)).bind(cursor.enrichment);
+                    }
+                    let rows: Vec<RecentRow> = query
+                        .fetch_all(self.reads())
+                        .await
+                        .map_err(corrupt_json("enrichment data"))?;
+                    if rows.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let parties: Vec<i64> = rows.iter().map(|r| r.party).collect();
+                    let mut keys = keys_by_party(self.lookup_contacts(&parties).await?);
+                    rows.into_iter()
+                        .map(|r| {
+                            Ok(WarmPerson {
+                                cpf: parse_cpf(&r.cpf)?,
+                                person: r.data.0,
                                 fetched_at: r.fetched_at.0,
-                                enrichment: r.enrichment,
-                            },
+                                lookup_keys: keys.remove(&r.party).unwrap_or_default(),
+                                position: WarmCursor {
+                                    fetched_at: r.fetched_at.0,
+                                    enrichment: r.enrichment,
+                                },
+                            })
                         })
-                    })
-                    .collect()
+                        .collect()
+                }
+
+                async fn forget_negative(
+                    &self,
+                    key_kind: &str,
+                    value: &str,
+                ) -> Result<u64, StoreError> {
+                    Ok(sqlx::query(FORGET_NEGATIVE)
+                        .bind(key_kind)
+                        .bind(value)
+                        .execute(self.writes())
+                        .await?
+                        .rows_affected())
+                }
+
+                async fn forget_all_negatives(&self) -> Result<u64, StoreError> {
+                    Ok(sqlx::query("DELETE FROM negative_lookups")
+                        .execute(self.writes())
+                        .await?
+                        .rows_affected())
+                }
+
+                async fn count_negatives(&self) -> Result<i64, StoreError> {
+                    Ok(
+                        sqlx::query_scalar("SELECT count(*) FROM negative_lookups WHERE expires_at > $1")
+                            .bind(Stamp::now())
+                            .fetch_one(self.reads())
+                            .await?,
+                    )
+                }
             }
 
-            async fn forget_negative(
-                &self,
-                key_kind: &str,
-                value: &str,
-            ) -> Result<u64, StoreError> {
-                Ok(sqlx::query(FORGET_NEGATIVE)
-                    .bind(key_kind)
+            impl Backend {
+                /// A remembered not-found of this key that has not expired.
+                async fn negative<T>(
+                    &self,
+                    kind: &str,
+                    value: &str,
+                ) -> Result<Option<Lookup<T>>, StoreError> {
+                    let hit: bool = sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM negative_lookups
+                                         WHERE kind = $1 AND value = $2 AND expires_at > $3)",
+                    )
+                    .bind(kind)
                     .bind(value)
-                    .execute(self.writes())
-                    .await?
-                    .rows_affected())
+                    .bind(Stamp::now())
+                    .fetch_one(self.reads())
+                    .await?;
+                    Ok(hit.then_some(Lookup::NotFound))
+                }
+
+                /// Runs one write of a claim holder (`$1` event, `$2` claim, `$3` the instant
+                /// it writes, if any); false when the claim was lost.
+                async fn write_ours(
+                    &self,
+                    event: &ClaimedEvent,
+                    sql: String,
+                    at: Option<Stamp>,
+                ) -> Result<bool, StoreError> {
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(event.id)
+                        .bind(Claim(event.claim));
+                    if let Some(at) = at {
+                        query = query.bind(at);
+                    }
+                    Ok(query.execute(self.writes()).await?.rows_affected() == 1)
+                }
             }
 
-            async fn forget_all_negatives(&self) -> Result<u64, StoreError> {
-                Ok(sqlx::query("DELETE FROM negative_lookups")
-                    .execute(self.writes())
-                    .await?
-                    .rows_affected())
-            }
-
-            async fn count_negatives(&self) -> Result<i64, StoreError> {
-                Ok(
-                    sqlx::query_scalar("SELECT count(*) FROM negative_lookups WHERE expires_at > $1")
-                        .bind(Stamp::now())
-                        .fetch_one(self.reads())
-                        .await?,
+            async fn upsert_party(
+                tx: &mut <<Backend as Dialect>::DB as sqlx::Database>::Connection,
+                cpf: &Cpf,
+                name: Option<&str>,
+                now: Stamp,
+            ) -> Result<i64, StoreError> {
+                Ok(sqlx::query_scalar(
+                    "INSERT INTO parties (cpf, name, created_at, updated_at) VALUES ($1, $2, $3, $3)
+                     ON CONFLICT (cpf) DO UPDATE
+                       SET name = COALESCE(excluded.name, parties.name),
+                           updated_at = excluded.updated_at
+                     RETURNING id",
                 )
+                .bind(cpf.as_str())
+                .bind(name)
+                .bind(now)
+                .fetch_one(tx)
+                .await?)
             }
-        }
 
-        impl Backend {
-            /// A remembered not-found of this key that has not expired.
-            async fn negative<T>(
-                &self,
+            /// A not-found answer, remembered until `until` (pushed forward when known).
+            async fn remember_negative(
+                tx: &mut <<Backend as Dialect>::DB as sqlx::Database>::Connection,
                 kind: &str,
                 value: &str,
-            ) -> Result<Option<Lookup<T>>, StoreError> {
-                let hit: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM negative_lookups
-                                     WHERE kind = $1 AND value = $2 AND expires_at > $3)",
+                provider: Provider,
+                until: Stamp,
+                now: Stamp,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO negative_lookups (kind, value, provider, expires_at, created_at)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (kind, value) DO UPDATE
+                       SET expires_at = excluded.expires_at, created_at = excluded.created_at",
                 )
                 .bind(kind)
                 .bind(value)
-                .bind(Stamp::now())
-                .fetch_one(self.reads())
+                .bind(provider)
+                .bind(until)
+                .bind(now)
+                .execute(tx)
                 .await?;
-                Ok(hit.then_some(Lookup::NotFound))
+                Ok(())
             }
 
-            /// Runs one write of a claim holder (`$1` event, `$2` claim, `$3` now, `$4`
-            /// `extra`); false when the claim was lost.
-            async fn write_ours(
-                &self,
-                event: &ClaimedEvent,
-                sql: String,
-                extra: Option<Stamp>,
-            ) -> Result<bool, StoreError> {
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(event.id)
-                    .bind(Claim(event.claim))
-                    .bind(Stamp::now());
-                if let Some(extra) = extra {
-                    query = query.bind(extra);
-                }
-                Ok(query.execute(self.writes()).await?.rows_affected() == 1)
+            async fn insert_contact(
+                tx: &mut <<Backend as Dialect>::DB as sqlx::Database>::Connection,
+                party_id: i64,
+                kind: &str,
+                value: &str,
+                origin: ContactOrigin,
+                now: Stamp,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO party_contacts (party_id, kind, value, source, created_at)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (kind, value, source, party_id)
+                       DO UPDATE SET created_at = excluded.created_at",
+                )
+                .bind(party_id)
+                .bind(kind)
+                .bind(value)
+                .bind(origin)
+                .bind(now)
+                .execute(tx)
+                .await?;
+                Ok(())
             }
-        }
-
-        async fn upsert_party(
-            tx: &mut <<Backend as Dialect>::DB as sqlx::Database>::Connection,
-            cpf: &Cpf,
-            name: Option<&str>,
-            now: Stamp,
-        ) -> Result<i64, StoreError> {
-            Ok(sqlx::query_scalar(
-                "INSERT INTO parties (cpf, name, created_at, updated_at) VALUES ($1, $2, $3, $3)
-                 ON CONFLICT (cpf) DO UPDATE
-                   SET name = COALESCE(excluded.name, parties.name),
-                       updated_at = excluded.updated_at
-                 RETURNING id",
-            )
-            .bind(cpf.as_str())
-            .bind(name)
-            .bind(now)
-            .fetch_one(tx)
-            .await?)
-        }
-
-        /// A not-found answer, remembered until `until` (pushed forward when known).
-        async fn remember_negative(
-            tx: &mut <<Backend as Dialect>::DB as sqlx::Database>::Connection,
-            kind: &str,
-            value: &str,
-            provider: Provider,
-            until: Stamp,
-            now: Stamp,
-        ) -> Result<(), StoreError> {
-            sqlx::query(
-                "INSERT INTO negative_lookups (kind, value, provider, expires_at, created_at)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (kind, value) DO UPDATE
-                   SET expires_at = excluded.expires_at, created_at = excluded.created_at",
-            )
-            .bind(kind)
-            .bind(value)
-            .bind(provider)
-            .bind(until)
-            .bind(now)
-            .execute(tx)
-            .await?;
-            Ok(())
-        }
-
-        async fn insert_contact(
-            tx: &mut <<Backend as Dialect>::DB as sqlx::Database>::Connection,
-            party_id: i64,
-            kind: &str,
-            value: &str,
-            origin: ContactOrigin,
-            now: Stamp,
-        ) -> Result<(), StoreError> {
-            sqlx::query(
-                "INSERT INTO party_contacts (party_id, kind, value, source, created_at)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (kind, value, source, party_id)
-                   DO UPDATE SET created_at = excluded.created_at",
-            )
-            .bind(party_id)
-            .bind(kind)
-            .bind(value)
-            .bind(origin)
-            .bind(now)
-            .execute(tx)
-            .await?;
-            Ok(())
-        }
         }
     };
 }
