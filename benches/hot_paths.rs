@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use enricher::config::{AppEnv, DatabaseSettings, Settings};
-use enricher::domain::person::WorkApiAnswer;
 use enricher::domain::{ContactKey, Cpf, Person, Phone};
 use enricher::metrics::{LookupKind, LookupResult, Metrics};
+use enricher::providers::work_api::WorkApiAnswer;
 use enricher::providers::{CpfCandidate, CpfLookup, PersonData, ProviderError};
 use enricher::resolution::{Resolver, Tier, Ttls};
 use enricher::startup::Application;
@@ -401,12 +401,12 @@ impl InstantWorkApi {
         let raw: Value =
             serde_json::from_str(include_str!("../tests/fixtures/work_api_person.json"))
                 .expect("fixture is JSON");
-        let person = match Person::from_work_api(&raw).expect("fixture is a Work API answer") {
+        let person = match WorkApiAnswer::parse(&raw).expect("fixture is a Work API answer") {
             WorkApiAnswer::Found(p) => p,
             WorkApiAnswer::NotFound => panic!("fixture is a found person"),
         };
         let fixed = Cpf::parse("52601815906").expect("fixture CPF");
-        assert_eq!(person.cpf, fixed.as_str());
+        assert_eq!(person.cpf, fixed);
         InstantWorkApi { raw, person }
     }
 }
@@ -417,7 +417,7 @@ impl PersonData for InstantWorkApi {
         let mut raw = self.raw.clone();
         raw["DadosBasicos"]["cpf"] = Value::from(cpf.as_str());
         let mut person = self.person.clone();
-        person.cpf = cpf.as_str().to_owned();
+        person.cpf = cpf.clone();
         Ok((raw, WorkApiAnswer::Found(person)))
     }
 }

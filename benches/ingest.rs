@@ -394,6 +394,7 @@ async fn naive(url: &str, round: usize, store: bool) -> f64 {
 fn limits() -> ConnectionLimits {
     ConnectionLimits {
         header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
         grace: Duration::from_secs(5),
         max_header_bytes: 16 * 1024,
     }

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use enricher::config::{AppEnv, Settings};
-use enricher::domain::person::WorkApiAnswer;
 use enricher::domain::{ContactKey, Cpf, Person, Phone};
 use enricher::metrics::Metrics;
+use enricher::providers::work_api::WorkApiAnswer;
 use enricher::providers::{CpfCandidate, CpfLookup, PersonData, ProviderError};
 use enricher::resolution::{Resolver, Ttls};
 use enricher::startup::Application;
@@ -158,7 +158,7 @@ impl Synthetic {
         let raw: Value =
             serde_json::from_str(include_str!("../tests/fixtures/work_api_person.json"))
                 .expect("fixture is JSON");
-        let template = match Person::from_work_api(&raw).expect("fixture is a Work API answer") {
+        let template = match WorkApiAnswer::parse(&raw).expect("fixture is a Work API answer") {
             WorkApiAnswer::Found(p) => p,
             WorkApiAnswer::NotFound => panic!("fixture is a found person"),
         };
@@ -174,7 +174,7 @@ impl Synthetic {
         }
         let cpf = Cpf::from_base(base);
         let mut person = self.template.clone();
-        person.cpf = cpf.as_str().to_owned();
+        person.cpf = cpf.clone();
         // Distinct strings per person, so nothing is shared by accident.
         person.name = Some(format!("PESSOA SINTETICA {i:06}"));
         person.emails[0].address = format!("pessoa{i}@example.com");

@@ -10,11 +10,16 @@
 //! - [`providers`]: one adapter per outside API, plus the in-process [`providers::sandbox`].
 //! - [`store`]: one interface over Postgres and SQLite; inbox and person data.
 //! - [`message`]: the message rendered from the operators' template.
-//! - [`delivery`]: posting the message, retries and dead letters.
+//! - [`delivery`]: posting the message, and a POST whose outcome is unknown.
+//! - [`retry`]: what a failed attempt turns into (retry with full-jitter backoff, park, dead
+//!   letter), for provider, store and CRM failures alike.
+//! - [`backfill`]: reading the files operators export, and the per-row report.
+//! - [`reconcile`]: which listed CRM leads to put in the inbox, and from when to list.
 //!
 //! Beside them: [`http`] (router, errors, auth), [`config`], [`telemetry`], [`startup`],
 //! [`state`] and [`cli`]. See ARCHITECTURE.md for the invariants that hold across them.
 
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod delivery;
@@ -25,7 +30,9 @@ pub mod message;
 pub mod metrics;
 pub mod operators;
 pub mod providers;
+pub mod reconcile;
 pub mod resolution;
+pub mod retry;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::Settings;
+use crate::domain::text::TextLimits;
 use crate::http::server::{ConnectionLimits, serve};
 use crate::intake::group_commit::GroupCommit;
 use crate::message::MessageRenderer;
@@ -160,17 +161,23 @@ impl Application {
             secret(&settings.diretrix.password),
             Duration::from_millis(settings.diretrix.timeout_ms),
             settings.diretrix.max_answer_bytes,
-        );
+        )
+        .with_max_field_chars(settings.diretrix.max_field_chars);
         let work_api = WorkApiClient::new(
             base(&settings.work_api.base_url, "work")?,
             secret(&settings.work_api.token),
             Duration::from_millis(settings.work_api.timeout_ms),
             settings.work_api.max_answer_bytes,
-        );
+        )
+        .with_limits(TextLimits {
+            max_field_chars: settings.work_api.max_field_chars,
+            max_list_items: settings.work_api.max_list_items,
+        });
         let crm = C2sClient::new(
             base(&settings.c2s.base_url, "c2s")?,
             secret(&settings.c2s.token),
             Duration::from_millis(settings.c2s.timeout_ms),
+            settings.c2s.max_answer_bytes,
         );
         let metrics = Arc::new(Metrics::new(
             settings.diretrix.price_per_call,
@@ -316,6 +323,7 @@ impl Application {
             header_read_timeout: Duration::from_secs(
                 state.settings.server.header_read_timeout_secs,
             ),
+            idle_timeout: Duration::from_secs(state.settings.server.idle_timeout_secs),
             grace: Duration::from_secs(state.settings.workers.drain_secs),
             max_header_bytes: state.settings.server.max_header_bytes,
         };

@@ -88,9 +88,7 @@ impl Phone {
 
     /// `(11) 98765-4321` for mobiles, `(11) 3800-1234` for landlines.
     pub fn formatted(&self) -> String {
-        let n = &self.0[3..];
-        let split = n.len() - 4;
-        format!("({}) {}-{}", &n[..2], &n[2..split], &n[split..])
+        format_national(&self.0[3..])
     }
 
     /// Country and area code plus the last 2 digits (`+55 11 *****-**21`): the area code is
@@ -100,6 +98,19 @@ impl Phone {
         let hidden_head = "*".repeat(n.len() - 6);
         format!("+55 {} {}-**{}", &n[..2], hidden_head, &n[n.len() - 2..])
     }
+}
+
+/// National digits as Brazilians write them: `11987654321` -> `(11) 98765-4321`,
+/// `1138001234` -> `(11) 3800-1234`; anything but 10 or 11 digits is returned unchanged.
+/// [`Phone::formatted`] is this for a valid number; it also serves the phones a provider
+/// lists, which are shown as given (never parsed, so never upgraded or refused).
+pub fn format_national(digits: &str) -> String {
+    if !matches!(digits.len(), 10 | 11) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return digits.to_owned();
+    }
+    let (area, rest) = digits.split_at(2);
+    let (head, tail) = rest.split_at(rest.len() - 4);
+    format!("({area}) {head}-{tail}")
 }
 
 /// Checks the characters and collects the digits. Letters are refused up front because
@@ -398,6 +409,22 @@ mod tests {
         assert_eq!(landline.national(), "1138001234");
         assert_eq!(landline.formatted(), "(11) 3800-1234");
         assert_eq!(landline.masked(), "+55 11 ****-**34");
+    }
+
+    #[test]
+    fn national_digits_are_formatted_and_anything_else_is_left_as_given() {
+        let cases = [
+            ("11987654321", "(11) 98765-4321"),
+            ("1138001234", "(11) 3800-1234"),
+            ("11900000000", "(11) 90000-0000"),
+            ("5511987654321", "5511987654321"),
+            ("987654321", "987654321"),
+            ("(11) 98765-4321", "(11) 98765-4321"),
+            ("", ""),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(format_national(raw), expected, "input {raw:?}");
+        }
     }
 
     #[test]

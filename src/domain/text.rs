@@ -6,13 +6,32 @@
 
 use serde_json::Value;
 
-/// Longest text field kept from a provider answer, in characters. Real names and streets are
-/// far shorter; the cap only stops a hostile or broken answer.
+/// Default longest text field kept from a provider answer, in characters. Real names and
+/// streets are far shorter; the cap only stops a hostile or broken answer.
 pub const MAX_FIELD_CHARS: usize = 300;
 
-/// Most entries kept of each list in a provider answer (phones, e-mails, addresses,
+/// Default most entries kept of each list in a provider answer (phones, e-mails, addresses,
 /// companies). The message shows a handful; the rest only cost storage and memory.
 pub const MAX_LIST_ITEMS: usize = 20;
+
+/// How much of a provider answer's text is kept: the settings `*.max_field_chars` and
+/// `work_api.max_list_items`, defaulting to [`MAX_FIELD_CHARS`] and [`MAX_LIST_ITEMS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextLimits {
+    /// Longest text field kept, in characters; longer ones are cut.
+    pub max_field_chars: usize,
+    /// Most entries kept of each list; the rest are dropped unread.
+    pub max_list_items: usize,
+}
+
+impl Default for TextLimits {
+    fn default() -> Self {
+        TextLimits {
+            max_field_chars: MAX_FIELD_CHARS,
+            max_list_items: MAX_LIST_ITEMS,
+        }
+    }
+}
 
 /// Removes NUL characters from every string and key of `value`, in place. Postgres cannot
 /// store them in text or JSON, and no real datum needs one.

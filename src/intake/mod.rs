@@ -6,6 +6,7 @@
 //! Processing happens later, in the workers, which intake only wakes.
 
 pub mod c2s;
+pub mod google_ads;
 pub mod group_commit;
 
 use axum::Json;

@@ -24,6 +24,8 @@ pub struct DiretrixClient {
     password: SecretString,
     /// Largest answer body read.
     max_answer_bytes: usize,
+    /// Longest candidate name kept, in characters.
+    max_field_chars: usize,
 }
 
 impl DiretrixClient {
@@ -40,7 +42,14 @@ impl DiretrixClient {
             user,
             password,
             max_answer_bytes,
+            max_field_chars: MAX_FIELD_CHARS,
         }
+    }
+
+    /// Keeps at most `max_field_chars` characters of a candidate's name.
+    pub fn with_max_field_chars(mut self, max_field_chars: usize) -> Self {
+        self.max_field_chars = max_field_chars;
+        self
     }
 
     /// The lookup URL; each segment percent-encoded, so an email cannot alter the path.
@@ -67,7 +76,7 @@ struct Candidate {
 
 /// Picks the first candidate whose CPF is valid. CPFs may come as numbers that lost their
 /// leading zeros, hence the left-padding.
-fn first_valid(candidates: Vec<Candidate>) -> Option<CpfCandidate> {
+fn first_valid(candidates: Vec<Candidate>, max_field_chars: usize) -> Option<CpfCandidate> {
     candidates.into_iter().find_map(|c| {
         let raw = match c.cpf? {
             serde_json::Value::String(s) => s,
@@ -77,7 +86,7 @@ fn first_valid(candidates: Vec<Candidate>) -> Option<CpfCandidate> {
         let cpf = Cpf::parse(&raw).ok()?;
         let name = c
             .nome
-            .map(|n| clip(n.trim(), MAX_FIELD_CHARS).trim_end().to_owned())
+            .map(|n| clip(n.trim(), max_field_chars).trim_end().to_owned())
             .filter(|n| !n.is_empty());
         Some(CpfCandidate { cpf, name })
     })
@@ -101,7 +110,7 @@ impl CpfLookup for DiretrixClient {
             "a JSON array of {nome, cpf}",
         )
         .await?;
-        Ok(first_valid(candidates))
+        Ok(first_valid(candidates, self.max_field_chars))
     }
 }
 
@@ -151,19 +160,22 @@ mod tests {
                 cpf: Some(serde_json::json!("526.018.159-06")),
             },
         ];
-        let found = first_valid(candidates).unwrap();
+        let found = first_valid(candidates, MAX_FIELD_CHARS).unwrap();
         assert_eq!(found.cpf.as_str(), "52601815906");
         assert_eq!(found.name.as_deref(), Some("MARIA"));
     }
 
     #[test]
     fn no_valid_candidate_means_nobody() {
-        assert!(first_valid(vec![]).is_none());
+        assert!(first_valid(vec![], MAX_FIELD_CHARS).is_none());
         assert!(
-            first_valid(vec![Candidate {
-                nome: None,
-                cpf: Some(serde_json::json!("123"))
-            }])
+            first_valid(
+                vec![Candidate {
+                    nome: None,
+                    cpf: Some(serde_json::json!("123"))
+                }],
+                MAX_FIELD_CHARS
+            )
             .is_none()
         );
     }

@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
-use super::{CpfCandidate, CpfLookup, Crm, PersonData, ProviderError};
-use crate::domain::person::WorkApiAnswer;
+use super::{
+    CpfCandidate, CpfLookup, Crm, LeadPage, LeadQuery, NewCrmLead, PersonData, ProviderError,
+};
 use crate::domain::{ContactKey, Cpf, LeadId};
+use crate::providers::work_api::WorkApiAnswer;
 
 /// Limits of one provider.
 #[derive(Debug, Clone, Copy)]
@@ -211,6 +213,18 @@ impl<T: PersonData> PersonData for Guarded<T> {
 impl<T: Crm> Crm for Guarded<T> {
     async fn post_message(&self, lead: &LeadId, body: &str) -> Result<(), ProviderError> {
         self.guard.call(self.inner.post_message(lead, body)).await
+    }
+
+    async fn create_lead(&self, lead: &NewCrmLead) -> Result<LeadId, ProviderError> {
+        self.guard.call(self.inner.create_lead(lead)).await
+    }
+
+    async fn list_leads(&self, query: &LeadQuery) -> Result<LeadPage, ProviderError> {
+        self.guard.call(self.inner.list_leads(query)).await
+    }
+
+    async fn subscribe(&self, url: &url::Url, events: &[&str]) -> Result<(), ProviderError> {
+        self.guard.call(self.inner.subscribe(url, events)).await
     }
 }
 

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::person::WorkApiAnswer;
 use crate::domain::{ContactKey, Cpf, LeadId};
+use crate::providers::work_api::WorkApiAnswer;
 
 /// What went wrong talking to a provider, by class: the class decides retry or give up.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -204,6 +204,75 @@ pub trait PersonData: Send + Sync + 'static {
 pub trait Crm: Send + Sync + 'static {
     /// Posts a message on a lead. Any 2xx is success.
     async fn post_message(&self, lead: &LeadId, body: &str) -> Result<(), ProviderError>;
+
+    /// Creates a lead and answers its id. An error after the request left is
+    /// [`ProviderError::Unanswered`]: the lead may exist.
+    async fn create_lead(&self, lead: &NewCrmLead) -> Result<LeadId, ProviderError>;
+
+    /// One page of leads, newest update first.
+    async fn list_leads(&self, query: &LeadQuery) -> Result<LeadPage, ProviderError>;
+
+    /// Registers `url` as the webhook for `events` (`on_create_lead`, …).
+    async fn subscribe(&self, url: &url::Url, events: &[&str]) -> Result<(), ProviderError>;
+}
+
+/// A lead to create in the CRM. Personal data: `Debug` shows none of it.
+#[derive(Clone, Default)]
+pub struct NewCrmLead {
+    pub name: String,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub description: String,
+    /// Where the lead came from, as the CRM shows it (`Google Ads`).
+    pub source: String,
+    pub product: Option<String>,
+    pub seller_id: Option<String>,
+}
+
+impl std::fmt::Debug for NewCrmLead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewCrmLead")
+            .field("source", &self.source)
+            .field("phone", &self.phone.is_some())
+            .field("email", &self.email.is_some())
+            .field("description_chars", &self.description.chars().count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most leads the CRM lists per page.
+pub const MAX_PER_PAGE: u32 = 50;
+
+/// Which leads to list: updated in `[updated_gte, updated_lt)`, one page of at most
+/// [`MAX_PER_PAGE`].
+#[derive(Debug, Clone)]
+pub struct LeadQuery {
+    pub updated_gte: Option<time::OffsetDateTime>,
+    pub updated_lt: Option<time::OffsetDateTime>,
+    /// From 1.
+    pub page: u32,
+    pub perpage: u32,
+}
+
+/// A listed lead: the resource as the CRM sent it (what the inbox stores, as if a webhook had
+/// brought it) and the same resource read the way the webhook is read.
+#[derive(Debug, Clone)]
+pub struct ListedLead {
+    pub payload: serde_json::Value,
+    pub lead: crate::intake::c2s::C2sEvent,
+}
+
+/// One page of listed leads.
+#[derive(Debug, Clone, Default)]
+pub struct LeadPage {
+    pub leads: Vec<ListedLead>,
+    /// Leads on the page that do not read as the webhook's lead resource (by position, no
+    /// values): skipped, not fatal to the page.
+    pub unreadable: Vec<crate::intake::c2s::ShapeError>,
+    /// Leads matching the query, when the CRM says.
+    pub total: Option<u64>,
+    pub page: u32,
+    pub perpage: u32,
 }
 
 /// Sends a lookup request. A 404 is the providers' way of saying "nobody" (`Ok(None)`); any

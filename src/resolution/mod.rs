@@ -23,9 +23,9 @@ use moka::Expiry;
 use moka::future::Cache;
 use time::OffsetDateTime;
 
-use crate::domain::person::WorkApiAnswer;
 use crate::domain::{ContactKey, Cpf, Person};
 use crate::metrics::{LookupKind, LookupResult, Metrics, Provider};
+use crate::providers::work_api::WorkApiAnswer;
 use crate::providers::{CpfLookup, PersonData, ProviderError};
 use crate::store::{DynStore, LockSpace, Lookup, StoreError};
 

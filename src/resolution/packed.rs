@@ -68,43 +68,13 @@ pub(crate) fn entry_weight(payload: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::person::{PersonAddress, PersonCompany, PersonEmail, PersonPhone};
 
+    /// The sample person, with text that JSON must escape.
     fn full_person() -> Person {
-        Person {
-            cpf: "52601815906".into(),
-            name: Some("MARIA APARECIDA SOUZA".into()),
-            birth_date: Some("14/03/1984".into()),
-            sex: Some("Feminino".into()),
-            mother_name: Some("ANA LUCIA SOUZA".into()),
-            income: Some("8500,50".into()),
-            purchasing_power: Some("MEDIO ALTO".into()),
-            income_band: Some("De R$ 7018 até R$ 15000".into()),
-            credit_score: Some("688".into()),
-            risk: Some("BAIXO".into()),
-            emails: vec![PersonEmail {
-                address: "maria.souza@example.com".into(),
-                priority: Some("1".into()),
-            }],
-            phones: vec![PersonPhone {
-                number: "11987654321".into(),
-                kind: Some("CELULAR".into()),
-                whatsapp: true,
-            }],
-            addresses: vec![PersonAddress {
-                street: Some("RUA DAS FLORES".into()),
-                number: Some("120".into()),
-                complement: Some("AP 52 \"fundos\" \\ çã 🏠".into()),
-                district: Some("MOEMA".into()),
-                city: Some("SAO PAULO".into()),
-                uf: Some("SP".into()),
-                cep: Some("04077000".into()),
-            }],
-            companies: vec![PersonCompany {
-                cnpj: "11222333000181".into(),
-                relation: None,
-            }],
-        }
+        let mut person = Person::sample();
+        person.addresses[0].complement = Some("AP 52 \"fundos\" \\ çã 🏠".into());
+        person.companies[0].relation = None;
+        person
     }
 
     #[test]

@@ -17,10 +17,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::{self, UNKNOWN_OUTCOME, after_error, after_failure};
+use crate::delivery::{self, UNKNOWN_OUTCOME};
 use crate::domain::ContactKey;
 use crate::intake::c2s::{Action, C2sEvent, REFRESH_ACTION};
 use crate::message::{Finding, Via};
+use crate::retry::{after_error, after_failure};
 use crate::state::AppState;
 use crate::store::{ClaimedEvent, Finish, LeadLink, Lookup, Outcome, contact_set};
 
@@ -379,8 +380,8 @@ async fn resolve(
             });
         }
         let via = match key {
-            ContactKey::Phone(p) => Via::Phone(p.national()),
-            ContactKey::Email(e) => Via::Email(e.as_str().to_owned()),
+            ContactKey::Phone(p) => Via::Phone(p.clone()),
+            ContactKey::Email(e) => Via::Email(e.clone()),
         };
         findings.push(Finding { via, person });
     }

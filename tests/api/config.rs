@@ -110,6 +110,15 @@ fn environment_variables_override_files_and_platform_names_work() {
 }
 
 #[test]
+fn google_ads_and_reconciliation_settings_default_to_off_5000_characters_and_24_hours() {
+    let s = Settings::load_from(AppEnv::Development, Path::new("config"), &HashMap::new()).unwrap();
+    assert_eq!(s.c2s.description_max_chars, 5000);
+    assert_eq!(s.c2s.reconcile_secs, 0);
+    assert_eq!(s.c2s.reconcile_lookback_hours, 24);
+    assert!(s.webhooks.google_ads_key.is_none());
+}
+
+#[test]
 fn invalid_values_are_refused_with_the_setting_named() {
     let cases = [
         (vec![("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
@@ -126,6 +135,18 @@ fn invalid_values_are_refused_with_the_setting_named() {
             "ENRICHER__CACHE__NEGATIVE_TTL_SECS",
         ),
         (vec![("PORT", "eighty")], "port"),
+        (
+            vec![("ENRICHER__C2S__DESCRIPTION_MAX_CHARS", "50")],
+            "ENRICHER__C2S__DESCRIPTION_MAX_CHARS",
+        ),
+        (
+            vec![("ENRICHER__C2S__MAX_ANSWER_BYTES", "0")],
+            "ENRICHER__C2S__MAX_ANSWER_BYTES",
+        ),
+        (
+            vec![("ENRICHER__C2S__RECONCILE_LOOKBACK_HOURS", "0")],
+            "ENRICHER__C2S__RECONCILE_LOOKBACK_HOURS",
+        ),
     ];
     for (pairs, name) in cases {
         let err = Settings::load_from(AppEnv::Development, Path::new("config"), &vars(&pairs))

@@ -373,6 +373,82 @@ async fn partial_header_and_idle_keep_alive_connections_are_closed_after_the_hea
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout_though_it_answers_pings() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        // The header timer must not be what closes it: HTTP/2 has none.
+        s.server.header_read_timeout_secs = 1;
+        s.server.idle_timeout_secs = 2;
+    })
+    .await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let stream = TcpStream::connect(&addr).await.unwrap();
+    // h2c with prior knowledge; the client's connection task answers the server's pings, as
+    // a live client does, so only the idle rule can end it.
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake::<_, _, Empty<bytes::Bytes>>(
+            TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let connection = tokio::spawn(connection);
+    let request = hyper::Request::get(format!("{}/health", app.address))
+        .body(Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    drop(response);
+
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(
+        closed.is_ok(),
+        "the idle HTTP/2 connection was still open after 10 s"
+    );
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_secs(2),
+        "closed after {after:?}, before the idle timeout"
+    );
+    assert!(sender.is_closed() || sender.ready().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_in_use_is_not_closed_as_idle() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let app = spawn_app_with(Backend::Sqlite, |s| s.server.idle_timeout_secs = 1).await;
+    // Idle is counted from the last answer, not from the connection's start.
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let stream = TcpStream::connect(&addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake::<_, _, Empty<bytes::Bytes>>(
+            TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    // Requests one after another, each well inside the idle timeout, for three timeouts:
+    // the connection stays usable throughout.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let request = hyper::Request::get(format!("{}/health", app.address))
+            .body(Empty::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(!connection.is_finished());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_is_not_held_up_by_open_partial_header_or_idle_connections() {
     let mut app = spawn_app_with(Backend::Sqlite, |s| {
         s.server.header_read_timeout_secs = 120;

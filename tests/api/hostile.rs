@@ -12,7 +12,9 @@ use wiremock::matchers::{method, path_regex};
 
 use crate::both_backends;
 use crate::helpers::*;
-use crate::pipeline::{PHONE_NATIONAL, mock_c2s_ok, mock_phone_person};
+use crate::pipeline::{
+    CPF, PHONE_NATIONAL, mock_c2s_ok, mock_diretrix_phone, mock_phone_person, mock_work,
+};
 
 fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
@@ -387,3 +389,72 @@ both_backends!(
         app.verify_mocks().await;
     }
 );
+
+both_backends!(
+    lowered_field_and_list_caps_are_enforced_on_what_a_provider_answers,
+    |backend| async move {
+        let app = spawn_app_with(backend, |s| {
+            s.work_api.max_field_chars = 32;
+            s.work_api.max_list_items = 1;
+        })
+        .await;
+        mock_diretrix_phone(
+            &app.diretrix,
+            PHONE_NATIONAL,
+            fixture("diretrix_found.json"),
+            1,
+        )
+        .await;
+        let mut answer = fixture("work_api_person.json");
+        answer["DadosBasicos"]["nome"] =
+            json!(format!("MARIA APARECIDA SOUZA {}", "X".repeat(100)));
+        mock_work(&app.work_api, CPF, answer, 1).await;
+        mock_c2s_ok(&app.c2s, 1).await;
+
+        let ids = app
+            .post_c2s_ok(&c2s_event(
+                "L1",
+                "on_create_lead",
+                "2026-11-20T10:00:00Z",
+                Some(PHONE_NATIONAL),
+                None,
+            ))
+            .await;
+        assert_eq!(
+            app.wait_final(ids[0]).await.outcome.map(|o| o.as_str()),
+            Some("delivered")
+        );
+        let (_, message) = app.c2s_messages().await.pop().unwrap();
+        let name = message
+            .lines()
+            .find_map(|l| l.strip_prefix("Nome: "))
+            .unwrap_or_else(|| panic!("no name line: {message}"));
+        assert_eq!(name.chars().count(), 32, "{name:?}");
+        // The answer lists two e-mails and two phones; one of each is kept.
+        let lower = message.to_lowercase();
+        assert!(lower.contains("maria.souza@example.com"), "{message}");
+        assert!(!lower.contains("msouza84"), "{message}");
+        assert!(!message.contains("3800"), "{message}");
+        app.verify_mocks().await;
+    }
+);
+
+#[test]
+fn field_and_list_caps_too_small_to_hold_an_identifier_are_refused() {
+    for (name, value) in [
+        ("ENRICHER__WORK_API__MAX_FIELD_CHARS", "31"),
+        ("ENRICHER__DIRETRIX__MAX_FIELD_CHARS", "8"),
+        ("ENRICHER__WORK_API__MAX_LIST_ITEMS", "0"),
+    ] {
+        let settings = Settings::load_from(
+            AppEnv::Development,
+            Path::new("config"),
+            &vars(&[(name, value)]),
+        );
+        let error = settings
+            .and_then(|s| s.validate().map(|()| s))
+            .expect_err(name)
+            .to_string();
+        assert!(error.contains(name), "{name}: {error}");
+    }
+}

@@ -3,8 +3,8 @@
 
 use enricher::domain::Cpf;
 use enricher::domain::Person;
-use enricher::domain::person::WorkApiAnswer;
 use enricher::operators::cache::warm_in_pages;
+use enricher::providers::work_api::WorkApiAnswer;
 use enricher::store::Lookup;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -478,7 +478,7 @@ both_backends!(
 /// The fixture's raw Work API answer and the person read from it.
 fn fixture_person() -> (Value, Person) {
     let raw = fixture("work_api_person.json");
-    match Person::from_work_api(&raw).unwrap() {
+    match WorkApiAnswer::parse(&raw).unwrap() {
         WorkApiAnswer::Found(person) => (raw, person),
         WorkApiAnswer::NotFound => panic!("the fixture is a found person"),
     }
@@ -495,7 +495,7 @@ both_backends!(
             .collect();
         for cpf in &cpfs {
             let mut person = person.clone();
-            person.cpf = cpf.as_str().to_owned();
+            person.cpf = cpf.clone();
             store
                 .record_person(
                     cpf,

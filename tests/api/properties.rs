@@ -8,10 +8,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use enricher::domain::contact_key::ContactKind;
-use enricher::domain::person::WorkApiAnswer;
-use enricher::domain::{ContactKey, Cpf, Email, LeadId, Person, Phone};
+use enricher::domain::{ContactKey, Cpf, Email, LeadId, Phone};
 use enricher::intake::c2s::{C2sEvent, parse_body, parse_updated_at};
 use enricher::providers::diretrix::DiretrixClient;
+use enricher::providers::work_api::WorkApiAnswer;
 use enricher::providers::work_api::WorkApiClient;
 use enricher::providers::{CpfLookup, PersonData, ProviderError};
 use proptest::prelude::*;
@@ -254,7 +254,7 @@ proptest! {
 
     #[test]
     fn any_work_api_answer_is_read_without_panicking(body in any_json()) {
-        let _ = Person::from_work_api(&body);
+        let _ = WorkApiAnswer::parse(&body);
     }
 
     #[test]
@@ -263,14 +263,14 @@ proptest! {
     ) {
         // Whether the person's CPF must match the one asked for is the client's rule
         // (checked with the request in hand), not the reader's.
-        let _ = Person::from_work_api(&body);
+        let _ = WorkApiAnswer::parse(&body);
     }
 }
 
 #[test]
 fn the_unmutated_fixtures_read_as_found() {
     assert!(matches!(
-        Person::from_work_api(&fixture("work_api_person.json")),
+        WorkApiAnswer::parse(&fixture("work_api_person.json")),
         Ok(WorkApiAnswer::Found(_))
     ));
     assert_eq!(

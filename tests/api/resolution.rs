@@ -11,9 +11,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use enricher::domain::person::WorkApiAnswer;
-use enricher::domain::{ContactKey, Cpf, Person, Phone};
+use enricher::domain::{ContactKey, Cpf, Phone};
 use enricher::metrics::{LookupKind, Metrics};
+use enricher::providers::work_api::WorkApiAnswer;
 use enricher::providers::{CpfCandidate, CpfLookup, PersonData, ProviderError};
 use enricher::resolution::{Resolver, Tier, Ttls};
 use enricher::store::{DynStore, Lookup};
@@ -177,7 +177,7 @@ fn found_contact() -> ContactAnswer {
 
 fn found_person() -> PersonAnswer {
     let raw = fixture("work_api_person.json");
-    let answer = Person::from_work_api(&raw).unwrap();
+    let answer = WorkApiAnswer::parse(&raw).unwrap();
     assert!(matches!(answer, WorkApiAnswer::Found(_)));
     Ok((raw, answer))
 }
@@ -310,7 +310,7 @@ both_backends!(
             panic!("the Work API knows this CPF");
         };
         assert_eq!(tier, Tier::Provider);
-        assert_eq!(person.cpf, CPF);
+        assert_eq!(person.cpf.as_str(), CPF);
         assert_eq!(store.party_counts().await.unwrap().enrichments, 1);
         let (_, tier) = first.resolver.person(&cpf()).await.unwrap();
         assert_eq!(tier, Tier::Memory);

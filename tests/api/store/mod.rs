@@ -16,8 +16,8 @@ mod warming;
 use std::time::Duration;
 
 use enricher::domain::contact_key::ContactKind;
-use enricher::domain::person::WorkApiAnswer;
 use enricher::domain::{ContactKey, Cpf, Email, LeadId, Person, Phone};
+use enricher::providers::work_api::WorkApiAnswer;
 use enricher::store::{
     ClaimedEvent, DynStore, Erasure, EventRecord, EventState, Finish, InsertOutcome, LeadLink,
     Lookup, NewEvent, Outcome, PartyCounts, Provider, Replay, StoredPerson,
@@ -135,7 +135,7 @@ fn other_cpf(last: u8) -> Cpf {
 /// The fixture's raw Work API answer and the person read from it.
 fn maria() -> (Value, Person) {
     let raw = fixture("work_api_person.json");
-    match Person::from_work_api(&raw).unwrap() {
+    match WorkApiAnswer::parse(&raw).unwrap() {
         WorkApiAnswer::Found(person) => (raw, person),
         WorkApiAnswer::NotFound => panic!("the fixture is a found person"),
     }
