@@ -217,11 +217,12 @@ macro_rules! shared_sql {
                 }
 
                 async fn ready(&self) -> Result<bool, StoreError> {
-                    let applied: Vec<i64> =
-                        match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                            .fetch_all(self.reads())
-                            .await
-                        {
+                    let applied: Vec<i64> = match sqlx::query_scalar(
+                        "SELECT version FROM _sqlx_migrations WHERE success",
+                    )
+                    .fetch_all(self.reads())
+                    .await
+                    {
                             Ok(v) => v,
                             // No migrations table yet: reachable, not ready.
                             Err(sqlx::Error::Database(_)) => return Ok(false),
@@ -374,8 +375,10 @@ macro_rules! shared_sql {
                 ) -> Result<bool, StoreError> {
                     let now = Stamp::now();
                     let mut tx = self.begin_write().await?;
-                    let sql =
-                        format!("UPDATE webhook_inbox SET contact_set = $3, message = $4, updated_at = $5 {OURS}");
+                    let sql = format!(
+                        "UPDATE webhook_inbox SET contact_set = $3, message = $4, updated_at = $5
+                          {OURS}"
+                    );
                     let updated = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(event.id)
                         .bind(Claim(event.claim))
@@ -390,7 +393,8 @@ macro_rules! shared_sql {
                     }
                     for link in links {
                         sqlx::query(
-                            "INSERT INTO lead_parties (source, lead_id, party_id, contact_kind, linked_at)
+                            "INSERT INTO lead_parties
+                               (source, lead_id, party_id, contact_kind, linked_at)
                              SELECT $1, $2, id, $4, $5 FROM parties WHERE cpf = $3
                              ON CONFLICT DO NOTHING",
                         )
@@ -433,7 +437,11 @@ macro_rules! shared_sql {
                     self.write_ours(event, sql, Some(until)).await
                 }
 
-                async fn finish(&self, event: &ClaimedEvent, finish: Finish) -> Result<bool, StoreError> {
+                async fn finish(
+                    &self,
+                    event: &ClaimedEvent,
+                    finish: Finish,
+                ) -> Result<bool, StoreError> {
                     let now = Stamp::now();
                     let pending = |at: OffsetDateTime, error: String, counted: i32| {
                         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -581,7 +589,10 @@ macro_rules! shared_sql {
                     .rows_affected())
                 }
 
-                async fn purge_payloads(&self, older_than: OffsetDateTime) -> Result<u64, StoreError> {
+                async fn purge_payloads(
+                    &self,
+                    older_than: OffsetDateTime,
+                ) -> Result<u64, StoreError> {
                     // Another instance purging at the same time takes other rows.
                     let select = format!(
                         "SELECT id, payload FROM webhook_inbox
@@ -714,13 +725,15 @@ macro_rules! shared_sql {
                     let mut tx = self.begin_write().await?;
                     match answer {
                         Lookup::Found((raw, person)) => {
-                            let party = upsert_party(&mut tx, cpf, person.name.as_deref(), now).await?;
+                            let name = person.name.as_deref();
+                            let party = upsert_party(&mut tx, cpf, name, now).await?;
                             for (kind, value) in person_contacts(person) {
                                 let origin = ContactOrigin::Person;
                                 insert_contact(&mut tx, party, kind, &value, origin, now).await?;
                             }
                             sqlx::query(
-                                "INSERT INTO party_enrichments (party_id, provider, raw, data, fetched_at)
+                                "INSERT INTO party_enrichments
+                                   (party_id, provider, raw, data, fetched_at)
                                  VALUES ($1, $2, $3, $4, $5)",
                             )
                             .bind(party)
@@ -806,7 +819,8 @@ macro_rules! shared_sql {
                         sqlx::query(
                             "UPDATE webhook_inbox
                             SET payload = $2, contact_set = NULL, message = NULL,
-                                state = CASE WHEN state = 'processing' THEN 'pending' ELSE state END,
+                                state = CASE WHEN state = 'processing' THEN 'pending'
+                                             ELSE state END,
                                 claim_token = CASE WHEN state = 'processing' THEN NULL
                                                    ELSE claim_token END,
                                 lease_until = CASE WHEN state = 'processing' THEN NULL
@@ -944,7 +958,9 @@ macro_rules! shared_sql {
 
                 async fn count_negatives(&self) -> Result<i64, StoreError> {
                     Ok(
-                        sqlx::query_scalar("SELECT count(*) FROM negative_lookups WHERE expires_at > $1")
+                        sqlx::query_scalar(
+                            "SELECT count(*) FROM negative_lookups WHERE expires_at > $1",
+                        )
                             .bind(Stamp::now())
                             .fetch_one(self.reads())
                             .await?,
