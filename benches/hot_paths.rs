@@ -27,6 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use common::machine::{cpu_model, rss};
+use common::stats::{Stats, human, row};
 use enricher::config::{AppEnv, DatabaseSettings, Settings};
 use enricher::domain::{ContactKey, Cpf, Person, Phone};
 use enricher::metrics::{LookupKind, LookupResult, Metrics};
@@ -105,7 +107,7 @@ async fn main() {
     intake("3", "SQLite", url).await;
     memory("after intake (SQLite)");
 
-    match common::postgres_admin().await {
+    match common::postgres::postgres_admin().await {
         Ok((admin_url, conn)) => {
             intake_postgres(admin_url, conn).await;
             memory("after intake (Postgres)");
@@ -123,53 +125,6 @@ async fn main() {
 
 // ---------------------------------------------------------------------------------------------
 // Measuring helpers.
-
-/// Median, 95th and 99th percentiles and maximum of per-operation times, in nanoseconds.
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    median: f64,
-    p95: f64,
-    p99: f64,
-    max: f64,
-    n: usize,
-}
-
-impl Stats {
-    fn of(mut ns: Vec<f64>) -> Stats {
-        assert!(!ns.is_empty(), "no samples");
-        ns.sort_by(f64::total_cmp);
-        let n = ns.len();
-        let at = |q: f64| ns[((n - 1) as f64 * q).round() as usize];
-        Stats {
-            median: at(0.5),
-            p95: at(0.95),
-            p99: at(0.99),
-            max: ns[n - 1],
-            n,
-        }
-    }
-}
-
-fn human(ns: f64) -> String {
-    if ns < 1_000.0 {
-        format!("{ns:.0} ns")
-    } else if ns < 1_000_000.0 {
-        format!("{:.1} µs", ns / 1_000.0)
-    } else {
-        format!("{:.2} ms", ns / 1_000_000.0)
-    }
-}
-
-fn row(name: &str, s: Stats, ratio: Option<f64>) {
-    let ratio = ratio.map_or_else(|| "baseline".to_owned(), |r| format!("{r:.2}x"));
-    println!(
-        "  {name:<44} median {:>9}  p95 {:>9}  p99 {:>9}  n={:<5} {ratio}",
-        human(s.median),
-        human(s.p95),
-        human(s.p99),
-        s.n
-    );
-}
 
 /// A synchronous benchmark: `f` does `ops` operations per call.
 struct SyncBench<'a> {
@@ -219,19 +174,6 @@ async fn timed<F: Future>(f: F) -> (F::Output, f64) {
     (out, start.elapsed().as_nanos() as f64)
 }
 
-/// `VmHWM` (peak) and `VmRSS` (now) of this process, in KiB.
-fn rss() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
 fn memory(when: &str) {
     let (hwm, now) = rss();
     println!(
@@ -239,17 +181,6 @@ fn memory(when: &str) {
         now as f64 / 1024.0,
         hwm as f64 / 1024.0
     );
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -498,6 +429,7 @@ async fn resolution_tiers() {
         max_connections: 5,
         lock_connections: 2,
         lock_wait_ms: 5000,
+        async_commit_steps: true,
     };
     let store = enricher::store::connect(&settings)
         .await

@@ -4,7 +4,7 @@
 //!
 //! Webhooks acknowledged per second on Postgres, 64 senders keeping one request each in
 //! flight, workers idle (the application's router is served without its workers, so nothing
-//! claims what intake stores). Four figures, measured in interleaved rounds so that noise on
+//! claims what intake stores). The figures, measured in interleaved rounds so that noise on
 //! the shared machine hits all alike, each in a database of its own:
 //!
 //! - **floor**: the database's own per-request commit rate, 64 connections each committing
@@ -13,11 +13,15 @@
 //!   INSERT + COMMIT per request, on a pool as large as the service's;
 //! - **service, one commit per request**: the real intake with group commit turned off
 //!   (`ENRICHER__SERVER__GROUP_COMMIT_MAX_EVENTS=0`), the behaviour before group commit;
-//! - **service, group commit**: the real intake as configured by default;
+//! - **service, group commit** with several settings (`SERVICE` below): batches in flight,
+//!   the wait for more once a slot is free, the largest batch; the targets are judged on the
+//!   one the service uses by default (`JUDGED`);
 //! - **ceiling**: the naive handler answering without touching the database: HTTP, JSON and
 //!   the load generator alone, the most any intake can ack on these cores.
 //!
 //! The load generator runs in this process, on the same cores as the service and Postgres.
+
+mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -30,6 +34,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
+use common::machine::cpu_model;
 use enricher::config::{AppEnv, Settings};
 use enricher::http::server::{ConnectionLimits, serve};
 use enricher::startup::Application;
@@ -71,7 +76,7 @@ async fn main() {
     let mut admin = PgConnection::connect(&admin_url)
         .await
         .expect("Postgres answers");
-    let names: Vec<String> = (0..4)
+    let names: Vec<String> = (0..DATABASES)
         .map(|_| format!("enricher_bench_{}", uuid::Uuid::new_v4().simple()))
         .collect();
     for name in &names {
@@ -103,13 +108,49 @@ async fn main() {
     }
 }
 
-const FIGURES: [&str; 5] = [
+const FIGURES: [&str; 7] = [
     "floor: Postgres single-row commits, 64 clients",
     "naive handler: INSERT + COMMIT per request",
-    "service, one commit per request (before)",
-    "service, group commit (after)",
+    "service, one commit per request",
+    "service, group commit, 8 in flight, 1 ms wait",
+    "service, group commit, 8 in flight, no wait",
+    "service, group commit, 10 in flight, no wait, <=64",
     "ceiling: the naive handler without the database",
 ];
+
+/// The group commit settings of each service figure, by figure index.
+const SERVICE: [(usize, &[(&str, &str)]); 4] = [
+    (2, &[("ENRICHER__SERVER__GROUP_COMMIT_MAX_EVENTS", "0")]),
+    (
+        3,
+        &[
+            ("ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT", "8"),
+            ("ENRICHER__SERVER__GROUP_COMMIT_WAIT_US", "1000"),
+            ("ENRICHER__SERVER__GROUP_COMMIT_MAX_EVENTS", "1000"),
+        ],
+    ),
+    (
+        4,
+        &[
+            ("ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT", "8"),
+            ("ENRICHER__SERVER__GROUP_COMMIT_WAIT_US", "0"),
+            ("ENRICHER__SERVER__GROUP_COMMIT_MAX_EVENTS", "1000"),
+        ],
+    ),
+    (
+        5,
+        &[
+            ("ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT", "10"),
+            ("ENRICHER__SERVER__GROUP_COMMIT_WAIT_US", "0"),
+            ("ENRICHER__SERVER__GROUP_COMMIT_MAX_EVENTS", "64"),
+        ],
+    ),
+];
+/// The figure the targets are judged on: the service as configured by default.
+const JUDGED: usize = 4;
+/// One database for the floor, one for the naive handler (and the ceiling), one per service
+/// figure.
+const DATABASES: usize = 2 + SERVICE.len();
 
 async fn run(urls: Vec<String>) {
     println!("Enricher ingest benchmark (cargo bench --bench ingest)");
@@ -154,9 +195,10 @@ async fn run(urls: Vec<String>) {
     for round in 0..ROUNDS {
         rates[0].push(floor(&urls[0], round).await);
         rates[1].push(naive(&urls[1], round, true).await);
-        rates[2].push(service(&urls[2], round, Some(0)).await);
-        rates[3].push(service(&urls[3], round, None).await);
-        rates[4].push(naive(&urls[1], round, false).await);
+        for (i, (figure, vars)) in SERVICE.iter().enumerate() {
+            rates[*figure].push(service(&urls[2 + i], round, *figure, vars).await);
+        }
+        rates[FIGURES.len() - 1].push(naive(&urls[1], round, false).await);
         println!(
             "round {}: {}",
             round + 1,
@@ -181,7 +223,8 @@ async fn run(urls: Vec<String>) {
             m / medians[0]
         );
     }
-    let after = medians[3];
+    let after = medians[JUDGED];
+    println!("judged: {}", FIGURES[JUDGED]);
     println!(
         "\ntarget ingest >= 2x naive: {} ({:.2}x); ingest >= floor: {} ({:.2}x)",
         if after >= 2.0 * medians[1] {
@@ -384,7 +427,7 @@ async fn naive(url: &str, round: usize, store: bool) -> f64 {
     let addr = listener.local_addr().expect("address");
     let stop = CancellationToken::new();
     let serving = tokio::spawn(serve(listener, app, limits(), stop.clone()));
-    let figure = if store { 1 } else { 4 };
+    let figure = if store { 1 } else { FIGURES.len() - 1 };
     let rate = drive(poster(format!("http://{addr}/hook"), figure, round)).await;
     stop.cancel();
     serving.await.expect("server task").expect("server");
@@ -401,7 +444,7 @@ fn limits() -> ConnectionLimits {
 }
 
 /// The real intake (router, layers, validation, store), served without the workers.
-async fn service(url: &str, round: usize, group_commit_max_events: Option<usize>) -> f64 {
+async fn service(url: &str, round: usize, figure: usize, settings: &[(&str, &str)]) -> f64 {
     let mut vars: HashMap<String, String> = [
         ("DATABASE_URL", url.to_owned()),
         ("PORT", "0".to_owned()),
@@ -412,11 +455,8 @@ async fn service(url: &str, round: usize, group_commit_max_events: Option<usize>
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    if let Some(n) = group_commit_max_events {
-        vars.insert(
-            "ENRICHER__SERVER__GROUP_COMMIT_MAX_EVENTS".to_owned(),
-            n.to_string(),
-        );
+    for (k, v) in settings {
+        vars.insert((*k).to_owned(), (*v).to_owned());
     }
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let settings = Settings::load_from(AppEnv::Development, &config, &vars).expect("settings");
@@ -434,11 +474,6 @@ async fn service(url: &str, round: usize, group_commit_max_events: Option<usize>
         limits(),
         stop.clone(),
     ));
-    let figure = if group_commit_max_events.is_some() {
-        2
-    } else {
-        3
-    };
     let rate = drive(poster(
         format!("http://{addr}/api/v1/webhooks/c2s"),
         figure,
@@ -449,16 +484,4 @@ async fn service(url: &str, round: usize, group_commit_max_events: Option<usize>
     serving.await.expect("server task").expect("server");
     drop(app);
     rate
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned())
 }

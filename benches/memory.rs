@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use common::machine::{cpu_model, rss};
 use enricher::config::{AppEnv, Settings};
 use enricher::domain::{ContactKey, Cpf, Person, Phone};
 use enricher::metrics::Metrics;
@@ -75,7 +76,7 @@ async fn main() {
 
     per_kind(&people).await;
 
-    match common::postgres_admin().await {
+    match common::postgres::postgres_admin().await {
         Ok((admin_url, conn)) => warm_on_postgres(&people, admin_url, conn).await,
         Err(why) => println!("\n## 2. Warm on Postgres: skipped, {why}"),
     }
@@ -89,19 +90,6 @@ async fn main() {
 
 // ---------------------------------------------------------------------------------------------
 // Measuring helpers.
-
-/// `VmHWM` (peak) and `VmRSS` (now) of this process, in KiB.
-fn rss() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
 
 /// RSS now, in bytes, once the allocator has handed freed pages back: jemalloc's background
 /// threads purge dirty pages gradually over its decay time (10 s by default), so this waits
@@ -123,18 +111,6 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned())
-}
-
-/// One line of the per-entry table: RSS growth against the weigher's count.
 fn per_entry_row(what: &str, entries: usize, rss_growth: u64, weighed: u64) {
     let rss_each = rss_growth as f64 / entries as f64;
     let weighed_each = weighed as f64 / entries as f64;

@@ -44,6 +44,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = load_and_start_logging()?;
             let store = crate::store::connect(&settings.database).await?;
             store.migrate().await?;
+            crate::intake::convert_stored_events(store.as_ref()).await?;
             tracing::info!(database = %settings.database.redacted_url(), "migrations applied");
         }
         Command::CheckConfig => check_config()?,

@@ -19,11 +19,13 @@
 //! Beside them: [`http`] (router, errors, auth), [`config`], [`telemetry`], [`startup`],
 //! [`state`] and [`cli`]. See ARCHITECTURE.md for the invariants that hold across them.
 
+pub mod admin;
 pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod event;
 pub mod http;
 pub mod intake;
 pub mod message;

@@ -236,6 +236,7 @@ mod tests {
             event_at: OffsetDateTime::UNIX_EPOCH,
             action: "on_create_lead".into(),
             payload: serde_json::Value::Null,
+            lead_event: None,
             attempts,
             contact_set: None,
             message: None,

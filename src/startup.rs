@@ -79,6 +79,7 @@ impl Application {
         };
         let store = store::connect(&settings.database).await?;
         store.migrate().await?;
+        crate::intake::convert_stored_events(store.as_ref()).await?;
         tracing::info!(
             database = %settings.database.redacted_url(),
             backend = store.backend(),
@@ -229,10 +230,11 @@ impl Application {
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
 
-        let inbox = GroupCommit::start(
+        let inbox = GroupCommit::start_with(
             store.clone(),
             settings.server.group_commit_max_events,
             Duration::from_micros(settings.server.group_commit_wait_us),
+            settings.server.group_commit_in_flight,
         );
         let state = AppState {
             settings: Arc::new(settings),

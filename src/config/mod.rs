@@ -108,6 +108,9 @@ pub struct DatabaseSettings {
     /// Postgres only: how long a purchase waits for another instance buying the same key
     /// before the event is retried later (never bought twice).
     pub lock_wait_ms: u64,
+    /// Postgres only: claims and rendered messages commit without waiting for the WAL flush;
+    /// the sending mark that follows them, before any message goes out, flushes them.
+    pub async_commit_steps: bool,
 }
 
 impl DatabaseSettings {
@@ -223,6 +226,8 @@ pub struct ServerSettings {
     pub group_commit_max_events: usize,
     /// Longest a batch waits for more requests once it could start committing (µs).
     pub group_commit_wait_us: u64,
+    /// Batches committing at once; requests arriving while all of them commit form the next.
+    pub group_commit_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -322,6 +327,25 @@ pub struct WebhookSettings {
 pub struct AdminSettings {
     #[serde(serialize_with = "serialize_redacted")]
     pub token: Option<SecretString>,
+    /// The key of the erasure audit's CPF hash (HMAC-SHA256). Its own secret, so rotating
+    /// the admin token keeps past erasures answerable. Required in production when the admin
+    /// token is set; elsewhere [`DEV_ERASURE_KEY`] stands in.
+    #[serde(default, serialize_with = "serialize_redacted")]
+    pub erasure_key: Option<SecretString>,
+}
+
+/// The erasure key outside production when none is configured: fixed, so a development
+/// database's audit stays answerable across restarts, and public, so never a protection.
+pub const DEV_ERASURE_KEY: &str = "enricher-development-erasure-key";
+
+impl AdminSettings {
+    /// The configured erasure key, or [`DEV_ERASURE_KEY`] (production refuses to start
+    /// without one when erasure is reachable; see `Settings::validate`).
+    pub fn erasure_key(&self) -> SecretString {
+        self.erasure_key
+            .clone()
+            .unwrap_or_else(|| SecretString::from(DEV_ERASURE_KEY))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -538,6 +562,14 @@ impl Settings {
             });
         }
 
+        // Each batch in flight holds a database connection; none would store nothing.
+        if self.server.group_commit_in_flight == 0 || self.server.group_commit_in_flight > 64 {
+            return Err(ConfigError::Invalid {
+                name: "ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT",
+                reason: "must be between 1 and 64".into(),
+            });
+        }
+
         if self.server.header_read_timeout_secs == 0 {
             return Err(ConfigError::Invalid {
                 name: "ENRICHER__SERVER__HEADER_READ_TIMEOUT_SECS",
@@ -612,6 +644,11 @@ impl Settings {
             }
             // Optional secrets may be unset (the feature is off), never set to nothing: an
             // empty admin token would read as "configured" to someone checking the fleet.
+            // Erasure is reachable once the admin token is set; its audit hash must then be
+            // keyed by a secret of this deployment, not the public development key.
+            if self.admin.token.is_some() && !is_set(&self.admin.erasure_key) {
+                missing.push("ENRICHER__ADMIN__ERASURE_KEY".to_owned());
+            }
             for (name, secret) in [
                 ("ENRICHER__ADMIN__TOKEN", &self.admin.token),
                 (

@@ -46,15 +46,88 @@ impl Cpf {
         if len != digits.len() {
             return Err(DomainError::InvalidCpf("must have 11 digits"));
         }
-        // Repeated digits pass the check-digit arithmetic but are the classic filler value.
-        if digits.iter().all(|&d| d == digits[0]) {
-            return Err(DomainError::Placeholder("CPF with all digits the same"));
+        Cpf::from_digits(digits)
+    }
+
+    /// Like [`Cpf::parse`], but a value with fewer than 11 digits is left-padded with zeros
+    /// first: spreadsheets and JSON numbers drop the leading zeros of CPFs such as
+    /// `012.345.678-90`. The padded value must still pass every rule of `parse` (check digits,
+    /// placeholders), so padding never turns garbage into a CPF. A number in scientific
+    /// notation (`1.23457E+10`, what a spreadsheet shows for a long number) has lost digits
+    /// and is refused, never guessed. The CSV backfill and the provider adapters use this.
+    pub fn parse_padded(s: &str) -> Result<Cpf, DomainError> {
+        let s = s.trim();
+        if s.contains(['e', 'E']) && s.chars().any(|c| c.is_ascii_digit()) {
+            return Err(DomainError::InvalidCpf(
+                "in scientific notation: digits were lost",
+            ));
         }
+        let mut digits = [0u8; 11];
+        let mut len = 0usize;
+        for c in s.chars() {
+            match c {
+                '0'..='9' => {
+                    if len == digits.len() {
+                        return Err(DomainError::InvalidCpf("more than 11 digits"));
+                    }
+                    digits[len] = c as u8 - b'0';
+                    len += 1;
+                }
+                '.' | '-' | ' ' => {}
+                _ => {
+                    return Err(DomainError::InvalidCpf(
+                        "contains characters other than digits, dots and dashes",
+                    ));
+                }
+            }
+        }
+        if len == 0 {
+            return Err(DomainError::Empty);
+        }
+        // Fewer than 3 digits left is not a CPF that lost zeros but a stray number.
+        if len < 3 {
+            return Err(DomainError::InvalidCpf("must have 11 digits"));
+        }
+        let zeros = digits.len() - len;
+        digits.copy_within(..len, zeros);
+        digits[..zeros].fill(0);
+        Cpf::from_digits(digits)
+    }
+
+    /// Why this CPF cannot be trusted as anyone's, or `None`: filler values pass the check
+    /// digit arithmetic, so they are recognised by shape.
+    fn placeholder_reason(digits: &[u8; 11]) -> Option<&'static str> {
+        let base = &digits[..9];
+        if digits.iter().all(|&d| d == digits[0]) {
+            return Some("CPF with all digits the same");
+        }
+        // 123.456.789-09, 987.654.321-00: a keyboard run typed to get past a form.
+        let ascending = base.windows(2).all(|w| w[1] == (w[0] + 1) % 10);
+        let descending = base.windows(2).all(|w| w[0] == (w[1] + 1) % 10);
+        if ascending || descending {
+            return Some("CPF whose digits are a counting sequence");
+        }
+        // 000.000.001-91, 000.000.002-72: zeros then a small number, a generated filler.
+        if base.iter().filter(|&&d| d != 0).count() <= 1 {
+            return Some("CPF made of zeros and one digit");
+        }
+        None
+    }
+
+    fn from_digits(digits: [u8; 11]) -> Result<Cpf, DomainError> {
         let mut base = [0u8; 9];
         base.copy_from_slice(&digits[..9]);
         let (d1, d2) = check_digits(&base);
         if digits[9] != d1 || digits[10] != d2 {
+            // Only numbers that would pass are called placeholders: a wrong check digit is a
+            // typo, and saying so helps whoever fixes the record.
+            if digits.iter().all(|&d| d == digits[0]) {
+                return Err(DomainError::Placeholder("CPF with all digits the same"));
+            }
             return Err(DomainError::InvalidCpf("check digits do not match"));
+        }
+        if let Some(reason) = Cpf::placeholder_reason(&digits) {
+            return Err(DomainError::Placeholder(reason));
         }
         Ok(Cpf(to_string(&digits)))
     }
@@ -78,19 +151,25 @@ impl Cpf {
     }
 
     /// Completes 9 base digits with their check digits, for deterministic test-data generation.
-    /// Values above 9 are taken modulo 10, and an all-same base (whose CPF `parse` would refuse)
-    /// gets its last digit bumped, so any input yields a valid CPF without panicking.
+    /// Values above 9 are taken modulo 10, and a base that `parse` would call a placeholder
+    /// (all the same digit, a counting run, zeros and one digit) gets digits bumped from the
+    /// end until it is not, so any input yields a valid CPF without panicking.
     pub fn from_base(base: [u8; 9]) -> Cpf {
         let mut base = base.map(|d| d % 10);
-        if base.iter().all(|&d| d == base[0]) {
-            base[8] = (base[8] + 1) % 10;
+        let mut bump = base.len();
+        loop {
+            let (d1, d2) = check_digits(&base);
+            let mut digits = [0u8; 11];
+            digits[..9].copy_from_slice(&base);
+            digits[9] = d1;
+            digits[10] = d2;
+            // At most a few bumps: two changed digits already break every placeholder shape.
+            if Cpf::placeholder_reason(&digits).is_none() || bump == 0 {
+                return Cpf(to_string(&digits));
+            }
+            bump -= 1;
+            base[bump] = (base[bump] + 1) % 10;
         }
-        let (d1, d2) = check_digits(&base);
-        let mut digits = [0u8; 11];
-        digits[..9].copy_from_slice(&base);
-        digits[9] = d1;
-        digits[10] = d2;
-        Cpf(to_string(&digits))
     }
 }
 
@@ -156,7 +235,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// Synthetic CPFs whose check digits were computed by hand from arbitrary bases.
-    const VALID: &[&str] = &["52601815906", "12345678909", "11144477735", "00000000191"];
+    const VALID: &[&str] = &["52601815906", "11144477735", "04567812344", "00000145750"];
 
     #[test]
     fn synthetic_cpfs_with_correct_check_digits_are_accepted() {
@@ -229,9 +308,85 @@ mod tests {
             "52601815906"
         );
         assert_eq!(
-            Cpf::from_base([1, 2, 3, 4, 5, 6, 7, 8, 9]).as_str(),
-            "12345678909"
+            Cpf::from_base([1, 1, 1, 4, 4, 4, 7, 7, 7]).as_str(),
+            "11144477735"
         );
+    }
+
+    #[test]
+    fn from_base_never_yields_a_placeholder() {
+        for base in [
+            [1, 2, 3, 4, 5, 6, 7, 8, 9],
+            [0; 9],
+            [0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [9, 8, 7, 6, 5, 4, 3, 2, 1],
+        ] {
+            let cpf = Cpf::from_base(base);
+            assert_eq!(Cpf::parse(cpf.as_str()), Ok(cpf.clone()), "{base:?}");
+        }
+    }
+
+    /// Filler typed to get past a form: the check digits are right, nobody is behind it.
+    #[test]
+    fn placeholders_with_valid_check_digits_are_recognised_with_a_reason() {
+        let table: &[(&str, &str)] = &[
+            ("123.456.789-09", "counting sequence"),
+            ("12345678909", "counting sequence"),
+            ("987.654.321-00", "counting sequence"),
+            ("000.000.001-91", "zeros and one digit"),
+            ("000.000.002-72", "zeros and one digit"),
+            ("00000000191", "zeros and one digit"),
+            ("000.000.000-00", "all digits the same"),
+            ("111.111.111-11", "all digits the same"),
+            ("999.999.999-99", "all digits the same"),
+        ];
+        for (input, why) in table {
+            match Cpf::parse(input) {
+                Err(DomainError::Placeholder(reason)) => {
+                    assert!(reason.contains(why), "{input}: {reason}");
+                    // The reason is fixed text: safe to log, it never carries the number.
+                    assert!(!reason.chars().any(|c| c.is_ascii_digit()), "{reason}");
+                }
+                other => panic!("{input}: expected a placeholder, got {other:?}"),
+            }
+            assert!(
+                matches!(Cpf::parse_padded(input), Err(DomainError::Placeholder(_))),
+                "{input} padded"
+            );
+        }
+    }
+
+    /// What `parse_padded` does with what spreadsheets and forms produce; `parse` stays strict.
+    #[test]
+    fn padded_parsing_restores_lost_leading_zeros_and_refuses_lost_digits() {
+        // (input, Some(padded result) | None = refused, why)
+        let table: &[(&str, Option<&str>, &str)] = &[
+            ("4567812344", Some("04567812344"), "one zero lost"),
+            ("145750", Some("00000145750"), "many zeros lost"),
+            (
+                "456.781.234-4",
+                Some("04567812344"),
+                "formatting kept, zero lost",
+            ),
+            ("04567812344", Some("04567812344"), "already complete"),
+            ("526.018.159-06", Some("52601815906"), "formatted, complete"),
+            ("4567812345", None, "check digits fail after padding"),
+            ("191", None, "pads to the 000.000.001-91 placeholder"),
+            ("12", None, "too short to be a CPF"),
+            ("1.23457E+10", None, "scientific notation lost digits"),
+            ("1,23457E+10", None, "scientific notation, decimal comma"),
+            ("5.2601815906e10", None, "scientific notation, all digits"),
+            ("526018159061", None, "more than 11 digits"),
+            ("", None, "empty"),
+        ];
+        for (input, expected, why) in table {
+            let got = Cpf::parse_padded(input).map(|c| c.as_str().to_string());
+            match expected {
+                Some(digits) => assert_eq!(got, Ok(digits.to_string()), "{why}: {input}"),
+                None => assert!(got.is_err(), "{why}: {input} gave {got:?}"),
+            }
+        }
+        assert!(Cpf::parse("1234567890").is_err(), "parse does not pad");
     }
 
     #[test]

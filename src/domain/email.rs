@@ -166,18 +166,60 @@ fn ascii_domain(domain: &str) -> Result<String, DomainError> {
         if !valid {
             return Err(DomainError::InvalidEmail("domain has an invalid label"));
         }
+        // `ab--` is reserved for IDNA encodings; only `xn--` (punycode) is in use.
+        if label.get(2..4) == Some("--") && !label.starts_with("xn--") {
+            return Err(DomainError::InvalidEmail(
+                "domain has a label with a reserved '--'",
+            ));
+        }
     }
-    // A numeric top-level label means an IP address, never a lead's mailbox.
-    if labels
-        .last()
-        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    // What IDNA maps to something else (`ⓜ`, full-width letters, `ℌ`) was not the domain the
+    // person has: looking up the mapped one would ask about somebody else's.
+    // Labels typed in ASCII (punycode included) are compared as typed, the others as IDNA
+    // gives them back.
+    let (unicode, _) = idna::domain_to_unicode(&ascii);
+    let typed: Vec<&str> = domain.split('.').collect();
+    let back: Vec<&str> = unicode.split('.').collect();
+    if typed.len() != back.len()
+        || typed
+            .iter()
+            .zip(&back)
+            .any(|(t, b)| !t.is_ascii() && t != b)
     {
         return Err(DomainError::InvalidEmail(
-            "domain has a numeric top-level label",
+            "domain has characters that IDNA changes",
+        ));
+    }
+    // A numeric top-level label means an IP address, never a lead's mailbox; every real
+    // top-level domain is letters or punycode.
+    let tld = labels.last().copied().unwrap_or_default();
+    if !(tld.bytes().all(|b| b.is_ascii_lowercase()) || tld.starts_with("xn--")) {
+        return Err(DomainError::InvalidEmail(
+            "top-level label is not letters or punycode",
+        ));
+    }
+    // Special-use names (RFC 6761, 6762, 7686, 9476) never hold a mailbox. `example.com`
+    // and its siblings stay valid: they are second-level names, reserved for examples, and
+    // the synthetic test data uses them.
+    if SPECIAL_USE_TLDS.contains(&tld) || ascii.ends_with(".home.arpa") {
+        return Err(DomainError::InvalidEmail(
+            "domain is a special-use name that cannot exist",
         ));
     }
     Ok(ascii)
 }
+
+/// Top-level names reserved so that they never resolve on the public DNS.
+const SPECIAL_USE_TLDS: &[&str] = &[
+    "invalid",
+    "localhost",
+    "test",
+    "example",
+    "local",
+    "onion",
+    "alt",
+    "internal",
+];
 
 fn is_placeholder(local: &str, domain: &str) -> bool {
     let first_label = domain.split('.').next().unwrap_or(domain);
@@ -286,6 +328,86 @@ mod tests {
                 "{input}: {:?}",
                 key(input)
             );
+        }
+    }
+
+    /// Domains that cannot exist are not looked up: each rule with the reason it gives.
+    #[test]
+    fn domains_that_cannot_exist_are_refused_with_a_reason() {
+        // (input, Ok(key) | Err(part of the reason), why)
+        let table: &[(&str, Result<&str, &str>, &str)] = &[
+            (
+                "ana@example.com",
+                Ok("ana@example.com"),
+                "the reserved example domain stays valid",
+            ),
+            ("ana@example.org", Ok("ana@example.org"), "its sibling too"),
+            (
+                "ana@mail.example.com.br",
+                Ok("ana@mail.example.com.br"),
+                "a subdomain of it",
+            ),
+            ("ana@acme.invalid", Err("special-use"), ".invalid"),
+            ("ana@localhost.localhost", Err("special-use"), ".localhost"),
+            ("ana@acme.test", Err("special-use"), ".test"),
+            ("ana@acme.example", Err("special-use"), ".example"),
+            ("ana@printer.local", Err("special-use"), ".local (mDNS)"),
+            ("ana@abc.onion", Err("special-use"), ".onion"),
+            ("ana@router.home.arpa", Err("special-use"), ".home.arpa"),
+            ("ana@-acme.com", Err("invalid label"), "leading hyphen"),
+            ("ana@acme-.com", Err("invalid label"), "trailing hyphen"),
+            (
+                "ana@ab--cd.com",
+                Err("reserved '--'"),
+                "-- at positions 3-4",
+            ),
+            (
+                "ana@xn--exmple-qta.com",
+                Ok("ana@xn--exmple-qta.com"),
+                "punycode is fine",
+            ),
+            ("ana@a--b.com", Ok("ana@a--b.com"), "-- elsewhere is fine"),
+            ("ana@acme©.com", Err("symbol"), "© is a symbol"),
+            (
+                "ana@ⓜail.com",
+                Err("IDNA changes"),
+                "a circled letter IDNA maps to m",
+            ),
+            (
+                "ana@ｅｘａｍｐｌｅ.com",
+                Err("IDNA changes"),
+                "full-width letters",
+            ),
+            (
+                "ana@acme.com1",
+                Err("not letters or punycode"),
+                "digit in the top-level label",
+            ),
+            (
+                "ana@acme.c-m",
+                Err("not letters or punycode"),
+                "hyphen in the top-level label",
+            ),
+            (
+                "ana@acme.xn--p1ai",
+                Ok("ana@acme.xn--p1ai"),
+                "a punycode top-level label",
+            ),
+            (
+                "ana@exâmple.com.br",
+                Ok("ana@xn--exmple-xta.com.br"),
+                "an accented domain is punycoded",
+            ),
+        ];
+        for (input, expected, why) in table {
+            let got = key(input);
+            match (expected, &got) {
+                (Ok(k), _) => assert_eq!(got.as_deref(), Ok(*k), "{why}"),
+                (Err(reason), Err(DomainError::InvalidEmail(r))) => {
+                    assert!(r.contains(reason), "{why}: {r}")
+                }
+                (Err(_), other) => panic!("{why}: {input} gave {other:?}"),
+            }
         }
     }
 

@@ -19,6 +19,8 @@ pub enum DomainError {
     InvalidEmail(&'static str),
     #[error("invalid CPF: {0}")]
     InvalidCpf(&'static str),
+    #[error("invalid CNPJ: {0}")]
+    InvalidCnpj(&'static str),
     #[error("invalid lead id: {0}")]
     InvalidLeadId(&'static str),
 }

@@ -5,15 +5,20 @@
 //! carry personal data print masked through `Debug` and `Display`; the clear value is only
 //! reachable through an explicit accessor.
 
+pub mod candidates;
+pub mod cnpj;
 pub mod contact_key;
 pub mod cpf;
 pub mod email;
 pub mod error;
 pub mod lead_id;
+pub mod name;
 pub mod person;
 pub mod phone;
 pub mod text;
 
+pub use candidates::{Candidate, Candidates, CpfCandidate};
+pub use cnpj::Cnpj;
 pub use contact_key::ContactKey;
 pub use cpf::Cpf;
 pub use email::Email;

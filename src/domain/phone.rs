@@ -337,7 +337,7 @@ mod tests {
     fn letters_are_refused_instead_of_read_as_a_keypad() {
         for input in [
             "abc123",
-            "11 9876-ABCD",
+            "11 98765-43AB",
             "1-800-FLOWERS",
             "11987654321 ramal 2",
             "tel:+5511987654321",
@@ -391,6 +391,74 @@ mod tests {
                 matches!(e164(input), Err(DomainError::Placeholder(_))),
                 "{input}"
             );
+        }
+    }
+
+    /// What libphonenumber says about an input, as E.164 when it calls it a valid number.
+    fn libphonenumber_says(input: &str) -> Option<String> {
+        let number = phonenumber::parse(Some(BR), input).ok()?;
+        phonenumber::is_valid(&number).then(|| number.format().mode(Mode::E164).to_string())
+    }
+
+    /// libphonenumber is the reference; each row is a place where this service deliberately
+    /// answers differently (the README's "Phones" section lists them). Each row first pins what
+    /// libphonenumber itself says, so a metadata update that removes the difference shows here.
+    #[test]
+    fn every_deliberate_difference_from_libphonenumber_is_pinned() {
+        // (input, libphonenumber's answer, ours, why)
+        type Row<'a> = (&'a str, Option<&'a str>, Result<&'a str, &'a str>, &'a str);
+        let table: &[Row] = &[
+            (
+                "11 7123-4567",
+                Some("+551171234567"),
+                Ok("+5511971234567"),
+                "an old 8-digit mobile gains its 9 even where a legacy 10-digit number is valid",
+            ),
+            (
+                "(11) 99999-9999",
+                Some("+5511999999999"),
+                Err("placeholder"),
+                "all-same subscriber digits are filler",
+            ),
+            (
+                "(21) 3333-3333",
+                Some("+552133333333"),
+                Err("placeholder"),
+                "all-same landline digits are filler",
+            ),
+            (
+                "0800 891 4712",
+                Some("+558008914712"),
+                Err("invalid"),
+                "toll-free: not a person's line",
+            ),
+            (
+                "11 98765-43AB",
+                Some("+5511987654322"),
+                Err("invalid"),
+                "letters are not read as a vanity keypad",
+            ),
+        ];
+        for (input, reference, ours, why) in table {
+            assert_eq!(
+                libphonenumber_says(input).as_deref(),
+                *reference,
+                "libphonenumber changed its mind: {why}"
+            );
+            let got = Phone::parse(input);
+            match ours {
+                Ok(e164) => assert_eq!(got.as_ref().map(Phone::e164), Ok(*e164), "{why}"),
+                Err("placeholder") => {
+                    assert!(
+                        matches!(got, Err(DomainError::Placeholder(_))),
+                        "{why}: {got:?}"
+                    )
+                }
+                Err(_) => assert!(
+                    matches!(got, Err(DomainError::InvalidPhone(_))),
+                    "{why}: {got:?}"
+                ),
+            }
         }
     }
 

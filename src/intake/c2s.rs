@@ -1,21 +1,21 @@
 //! The C2S lead webhook: its shape, its three timestamp formats, and what one event means.
 //!
-//! Intake uses [`parse_body`] to validate a request before anything is stored; the worker
-//! uses [`C2sEvent::from_payload`] on the stored payload, so both read the contract through
-//! the same code. Unknown fields are kept in the raw payload, never dropped.
+//! Intake uses [`parse_body`] to validate a request and turn each event into a
+//! [`LeadEvent`] before anything is stored; the worker reads only that event. The raw
+//! payload is stored beside it for audit and erasure, unknown fields kept, never dropped;
+//! [`C2sEvent::from_payload`] also converts rows stored before events were (see
+//! [`super::convert_stored_events`]).
 
 use serde_json::Value;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
-use crate::domain::{ContactKey, DomainError, Email, LeadId, Phone};
+use crate::domain::{Email, LeadId, Phone};
+use crate::event::{Action, Customer, Destination, LeadEvent, Rejected, Source};
 use crate::store::NewEvent;
 
-pub const SOURCE: &str = "c2s";
-
-/// The inbox action of an event queued by `POST /api/v1/leads/{id}/refresh`.
-pub const REFRESH_ACTION: &str = "refresh";
+pub const SOURCE: &str = Source::C2s.as_str();
 
 /// A request body that is JSON but not the contract's shape. `field` names the problem as a
 /// path (`[1].attributes.updated_at`); no value is echoed.
@@ -26,39 +26,17 @@ pub struct ShapeError {
     pub problem: &'static str,
 }
 
-/// What the sender asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    Create,
-    Update,
-    Close,
-    /// Queued by an operator: enrich again bypassing every tier, and post.
-    Refresh,
-    /// An action this version does not know: recorded, nothing sent.
-    Other(String),
-}
-
-impl Action {
-    /// Older senders prefix `hook_`; no action at all means create.
-    pub fn parse(raw: Option<&str>) -> Action {
-        let raw = raw.map(str::trim).unwrap_or("");
-        let name = raw.strip_prefix("hook_").unwrap_or(raw);
-        match name {
-            "" | "on_create_lead" => Action::Create,
-            "on_update_lead" => Action::Update,
-            "on_close_lead" => Action::Close,
-            other => Action::Other(other.chars().take(64).collect()),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            Action::Create => "on_create_lead",
-            Action::Update => "on_update_lead",
-            Action::Close => "on_close_lead",
-            Action::Refresh => REFRESH_ACTION,
-            Action::Other(s) => s,
-        }
+/// What the sender asked for. Older senders prefix `hook_`; no action at all means create.
+pub fn parse_action(raw: Option<&str>) -> Action {
+    let raw = raw.map(str::trim).unwrap_or("");
+    let name = raw.strip_prefix("hook_").unwrap_or(raw);
+    match name {
+        "" | "on_create_lead" => Action::Create,
+        "on_update_lead" => Action::Update,
+        "on_close_lead" => Action::Close,
+        other => Action::Other {
+            name: other.chars().take(64).collect(),
+        },
     }
 }
 
@@ -69,31 +47,6 @@ pub struct C2sEvent {
     pub action: Action,
     pub updated_at: OffsetDateTime,
     pub customer: Customer,
-}
-
-/// The customer as sent: contacts that parsed, and why the others did not.
-#[derive(Debug, Clone, Default)]
-pub struct Customer {
-    pub name: Option<String>,
-    pub phone: Option<Phone>,
-    pub email: Option<Email>,
-    /// Contacts that were present but unusable, with the reason (no values: they are
-    /// personal data).
-    pub rejected: Vec<(&'static str, DomainError)>,
-}
-
-impl Customer {
-    /// The canonical keys to look up, phone first.
-    pub fn keys(&self) -> Vec<ContactKey> {
-        let mut keys = Vec::new();
-        if let Some(p) = &self.phone {
-            keys.push(ContactKey::Phone(p.clone()));
-        }
-        if let Some(e) = &self.email {
-            keys.push(ContactKey::Email(e.clone()));
-        }
-        keys
-    }
 }
 
 fn shape(field: impl Into<String>, problem: &'static str) -> ShapeError {
@@ -131,7 +84,7 @@ impl C2sEvent {
         })?;
         let action = match obj.get("hook_action") {
             None | Some(Value::Null) => Action::Create,
-            Some(Value::String(s)) => Action::parse(Some(s)),
+            Some(Value::String(s)) => parse_action(Some(s)),
             Some(_) => return Err(shape(format!("{at}hook_action"), "must be a string")),
         };
         let attributes = match obj.get("attributes") {
@@ -177,6 +130,21 @@ impl C2sEvent {
     }
 }
 
+/// A C2S webhook is always about a lead the CRM already has: the message goes on it.
+impl From<C2sEvent> for LeadEvent {
+    fn from(event: C2sEvent) -> LeadEvent {
+        LeadEvent {
+            source: Source::C2s,
+            lead: event.lead_id,
+            action: event.action,
+            at: event.updated_at,
+            customer: event.customer,
+            cpf: None,
+            destination: Destination::CrmLead,
+        }
+    }
+}
+
 /// Text of an optional customer field; null, empty and non-strings count as absent.
 fn text(c: &serde_json::Map<String, Value>, field: &str) -> Option<String> {
     match c.get(field)? {
@@ -194,13 +162,19 @@ fn read_customer(c: &serde_json::Map<String, Value>) -> Customer {
     if let Some(raw) = text(c, "phone") {
         match Phone::parse(&raw) {
             Ok(p) => customer.phone = Some(p),
-            Err(e) => customer.rejected.push(("phone", e)),
+            Err(e) => customer.rejected.push(Rejected {
+                field: "phone".into(),
+                reason: e.to_string(),
+            }),
         }
     }
     if let Some(raw) = text(c, "email") {
         match Email::parse(&raw) {
             Ok(e) => customer.email = Some(e),
-            Err(e) => customer.rejected.push(("email", e)),
+            Err(e) => customer.rejected.push(Rejected {
+                field: "email".into(),
+                reason: e.to_string(),
+            }),
         }
     }
     customer
@@ -256,14 +230,8 @@ pub fn parse_body(body: &Value) -> Result<Vec<NewEvent>, ShapeError> {
     items
         .into_iter()
         .map(|(payload, at)| {
-            let event = C2sEvent::from_payload(payload, &at)?;
-            Ok(NewEvent {
-                source: SOURCE,
-                lead_id: event.lead_id,
-                event_at: event.updated_at,
-                action: event.action.as_str().to_owned(),
-                payload: payload.clone(),
-            })
+            let event = LeadEvent::from(C2sEvent::from_payload(payload, &at)?);
+            Ok(NewEvent::new(event, payload.clone()))
         })
         .collect()
 }
@@ -310,12 +278,14 @@ mod tests {
 
     #[test]
     fn actions_accept_the_old_hook_prefix_and_default_to_create() {
-        assert_eq!(Action::parse(None), Action::Create);
-        assert_eq!(Action::parse(Some("hook_on_update_lead")), Action::Update);
-        assert_eq!(Action::parse(Some("on_close_lead")), Action::Close);
+        assert_eq!(parse_action(None), Action::Create);
+        assert_eq!(parse_action(Some("hook_on_update_lead")), Action::Update);
+        assert_eq!(parse_action(Some("on_close_lead")), Action::Close);
         assert_eq!(
-            Action::parse(Some("on_merge_lead")),
-            Action::Other("on_merge_lead".into())
+            parse_action(Some("on_merge_lead")),
+            Action::Other {
+                name: "on_merge_lead".into()
+            }
         );
     }
 
@@ -352,7 +322,7 @@ mod tests {
         let event =
             |id: Value| json!({"id": id, "attributes": {"updated_at": "2026-11-20T17:03:11Z"}});
         let ok = parse_body(&event(json!(12345))).unwrap();
-        assert_eq!(ok[0].lead_id.as_str(), "12345");
+        assert_eq!(ok[0].event.lead.as_str(), "12345");
         for raw in ["99999999999999999999999", "1e23", "1.0", "-0.5"] {
             let body: Value =
                 serde_json::from_str(&format!(r#"{{"id": {raw}, "attributes": {{}}}}"#)).unwrap();
@@ -384,7 +354,7 @@ mod tests {
             "ana@example.com"
         );
         assert_eq!(event.customer.rejected.len(), 1);
-        assert_eq!(event.customer.rejected[0].0, "phone");
+        assert_eq!(event.customer.rejected[0].field, "phone");
     }
 
     #[test]

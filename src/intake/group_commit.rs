@@ -22,11 +22,11 @@ use tokio::time::Instant;
 
 use crate::store::{Inbox, InsertOutcome, NewEvent, StoreError};
 
-/// Batches committing at once. Postgres flushes the WAL of concurrent commits together, so a
-/// batch that arrives while another waits for its flush should commit alongside rather than
-/// wait a whole flush: measured with 64 senders (BENCHMARKS.md, "Ingest"), 8 slots ack about
-/// 20 % more per second than 2.
-const COMMITS_IN_FLIGHT: usize = 8;
+/// Batches committing at once unless configured (`server.group_commit_in_flight`). Postgres
+/// flushes the WAL of concurrent commits together, so a batch that arrives while another waits
+/// for its flush should commit alongside rather than wait a whole flush: measured with 64
+/// senders (BENCHMARKS.md, "Ingest"), 8 slots ack about 20 % more per second than 2.
+pub const DEFAULT_IN_FLIGHT: usize = 8;
 
 /// Requests queued for the batching task before senders wait for room.
 const QUEUE_DEPTH: usize = 4096;
@@ -48,14 +48,26 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the batching task (on the current runtime) unless `max_events` is 0. The task
-    /// ends when the last handle is dropped.
+    /// Starts the batching task (on the current runtime) unless `max_events` is 0, with
+    /// [`DEFAULT_IN_FLIGHT`] batches committing at once. The task ends when the last handle is
+    /// dropped.
     pub fn start(store: Arc<dyn Inbox>, max_events: usize, wait: Duration) -> GroupCommit {
+        GroupCommit::start_with(store, max_events, wait, DEFAULT_IN_FLIGHT)
+    }
+
+    /// As [`GroupCommit::start`], with at most `in_flight` batches committing at once (at
+    /// least one).
+    pub fn start_with(
+        store: Arc<dyn Inbox>,
+        max_events: usize,
+        wait: Duration,
+        in_flight: usize,
+    ) -> GroupCommit {
         if max_events == 0 {
             return GroupCommit { store, queue: None };
         }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(store.clone(), rx, max_events, wait));
+        tokio::spawn(run(store.clone(), rx, max_events, wait, in_flight.max(1)));
         GroupCommit {
             store,
             queue: Some(tx),
@@ -91,8 +103,9 @@ async fn run(
     mut rx: mpsc::Receiver<Pending>,
     max_events: usize,
     wait: Duration,
+    in_flight: usize,
 ) {
-    let slots = Arc::new(Semaphore::new(COMMITS_IN_FLIGHT));
+    let slots = Arc::new(Semaphore::new(in_flight));
     while let Some(first) = rx.recv().await {
         let mut events = first.events.len();
         let mut batch = vec![first];

@@ -20,10 +20,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::event::{Action, LeadEvent, REFRESH_ACTION};
 use crate::http::auth::{query_param, secret_matches};
 use crate::http::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::store::InsertOutcome;
+use crate::store::{InsertOutcome, Store, StoreError};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(c2s_webhook))
@@ -202,8 +203,8 @@ async fn accept_c2s(
         .iter()
         .zip(outcomes)
         .map(|(e, outcome)| EventReceipt {
-            lead_id: e.lead_id.as_str().to_owned(),
-            updated_at: e.event_at,
+            lead_id: e.event.lead.as_str().to_owned(),
+            updated_at: e.event.at,
             status: match outcome {
                 InsertOutcome::Accepted(_) => "accepted",
                 InsertOutcome::Duplicate => "duplicate",
@@ -221,4 +222,44 @@ async fn accept_c2s(
         StatusCode::ACCEPTED,
         Json(IntakeResponse { events: receipts }),
     ))
+}
+
+/// Gives every inbox row written before lead events were stored its lead event, read from its
+/// raw payload the way intake reads a webhook now (all such rows came from the C2S webhook;
+/// those whose `action` column says refresh were queued by an operator). Runs once at start,
+/// after the migrations and before any worker claims, so the worker never reads a payload.
+/// Erased rows are skipped (the worker ends them as erased); a row whose payload no longer
+/// parses keeps no event and is dead-lettered by the worker with that reason. Returns how
+/// many rows were converted.
+pub async fn convert_stored_events(store: &dyn Store) -> Result<u64, StoreError> {
+    const BATCH: u32 = 500;
+    let mut after = 0;
+    let mut converted = 0;
+    loop {
+        let rows = store.events_without_lead_event(after, BATCH).await?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        after = last.id;
+        for row in &rows {
+            let Ok(parsed) = c2s::C2sEvent::from_payload(&row.payload, "") else {
+                tracing::warn!(
+                    event = row.id,
+                    "stored payload unreadable; left unconverted"
+                );
+                continue;
+            };
+            let mut event = LeadEvent::from(parsed);
+            if row.action == REFRESH_ACTION {
+                event.action = Action::Refresh;
+            }
+            if store.set_lead_event(row.id, &event).await? {
+                converted += 1;
+            }
+        }
+    }
+    if converted > 0 {
+        tracing::info!(converted, "inbox rows from before lead events converted");
+    }
+    Ok(converted)
 }

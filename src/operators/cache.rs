@@ -12,11 +12,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{Admin, mask_name, unavailable};
+pub use crate::admin::cache::{WARM_PAGE, warm, warm_in_pages};
 use crate::domain::{ContactKey, Cpf, Email, Phone};
 use crate::http::error::{ApiError, ApiResult};
 use crate::metrics::{LookupKind, TierCounts};
 use crate::state::AppState;
-use crate::store::{Lookup, StoreError};
+use crate::store::Lookup;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -179,13 +180,7 @@ async fn lookup(
     };
     let view = match q.target()? {
         Target::Contact(key) => {
-            let (tier, answer) = match state.resolver.peek_contact(&key).await {
-                Some(a) => ("memory", Some(a)),
-                None => match state.store.find_contact(&key).await.map_err(unavailable)? {
-                    Some(a) => ("database", Some(a)),
-                    None => ("none", None),
-                },
-            };
+            let (tier, answer) = crate::admin::cache::inspect_contact(&state, &key).await?;
             LookupView {
                 key: if reveal {
                     key.value().to_owned()
@@ -193,7 +188,7 @@ async fn lookup(
                     key.masked()
                 },
                 kind: key.kind().as_str(),
-                tier,
+                tier: tier.as_str(),
                 found: answer.as_ref().map(|a| matches!(a, Lookup::Found(_))),
                 cpf: match answer {
                     Some(Lookup::Found(cpf)) => Some(show_cpf(&cpf)),
@@ -203,23 +198,7 @@ async fn lookup(
             }
         }
         Target::Cpf(cpf) => {
-            let (tier, answer) = match state.resolver.peek_person(&cpf).await {
-                Some(Lookup::Found(p)) => ("memory", Some(Lookup::Found((*p).clone()))),
-                Some(Lookup::NotFound) => ("memory", Some(Lookup::NotFound)),
-                None => {
-                    let since = time::OffsetDateTime::now_utc() - state.resolver.ttls().max_age;
-                    match state
-                        .store
-                        .find_person(&cpf, since)
-                        .await
-                        .map_err(unavailable)?
-                    {
-                        Some(Lookup::Found(p)) => ("database", Some(Lookup::Found(p.person))),
-                        Some(Lookup::NotFound) => ("database", Some(Lookup::NotFound)),
-                        None => ("none", None),
-                    }
-                }
-            };
+            let (tier, answer) = crate::admin::cache::inspect_person(&state, &cpf).await?;
             let person = match &answer {
                 Some(Lookup::Found(p)) if reveal => serde_json::to_value(p).ok(),
                 Some(Lookup::Found(p)) => Some(serde_json::json!({
@@ -234,7 +213,7 @@ async fn lookup(
             LookupView {
                 key: show_cpf(&cpf),
                 kind: "cpf",
-                tier,
+                tier: tier.as_str(),
                 found: answer.as_ref().map(|a| matches!(a, Lookup::Found(_))),
                 cpf: None,
                 person,
@@ -351,35 +330,4 @@ async fn warm_now(
     let limit = q.limit.unwrap_or(1000).min(100_000);
     let loaded = warm(&state, limit).await.map_err(unavailable)?;
     Ok(Json(Warmed { loaded }))
-}
-
-/// People read from the database per page while warming: what warming holds beyond the
-/// memory tier itself is one page of rows (a few MiB at 1 000 people), whatever the limit.
-pub const WARM_PAGE: u32 = 1_000;
-
-/// Loads up to `limit` recently enriched people into memory, newest first, one page at a
-/// time; used by the route and at start.
-pub async fn warm(state: &AppState, limit: u32) -> Result<usize, StoreError> {
-    warm_in_pages(state, limit, WARM_PAGE).await
-}
-
-/// [`warm`] with the page size given.
-pub async fn warm_in_pages(state: &AppState, limit: u32, page: u32) -> Result<usize, StoreError> {
-    let page = page.max(1);
-    let mut loaded = 0usize;
-    let mut after = None;
-    while loaded < limit as usize {
-        let want = page.min(limit - loaded as u32);
-        let people = state.store.recent_people(after, want).await?;
-        let last_page = people.len() < want as usize;
-        after = people.last().map(|p| p.position);
-        loaded += state
-            .resolver
-            .warm(people.into_iter().map(|p| (p.cpf, p.person, p.lookup_keys)))
-            .await;
-        if last_page {
-            break;
-        }
-    }
-    Ok(loaded)
 }

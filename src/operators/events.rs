@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use super::{Admin, unavailable};
 use crate::http::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::store::{EventRecord, EventState, Replay};
+use crate::store::{EventRecord, EventState};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -114,17 +114,8 @@ async fn replay_one(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> ApiResult<(StatusCode, Json<Replayed>)> {
-    match state.store.replay_event(id).await.map_err(unavailable)? {
-        Replay::Replayed => {
-            tracing::info!(event = id, "event replayed by an operator");
-            state.wake_workers();
-            Ok((StatusCode::ACCEPTED, Json(Replayed { replayed: 1 })))
-        }
-        Replay::NotFound => Err(ApiError::NotFound),
-        Replay::NotReplayable { state } => Err(ApiError::Conflict(format!(
-            "only dead events can be replayed; this one is {state}"
-        ))),
-    }
+    crate::admin::events::replay(&state, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(Replayed { replayed: 1 })))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -147,8 +138,6 @@ async fn replay_all(
             problem: "only dead events can be replayed".into(),
         });
     }
-    let replayed = state.store.replay_dead().await.map_err(unavailable)?;
-    tracing::info!(replayed, "dead events replayed by an operator");
-    state.wake_workers();
+    let replayed = crate::admin::events::replay_dead(&state).await?;
     Ok((StatusCode::ACCEPTED, Json(Replayed { replayed })))
 }

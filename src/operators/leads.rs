@@ -1,8 +1,7 @@
 //! `POST /api/v1/leads/{lead_id}/refresh`: enrich one lead again, bypassing every tier.
 //!
-//! Queues a refresh event carrying the lead's latest payload; the workers then buy fresh
-//! answers from the providers, store them, and post a new message, with the same ordering,
-//! retry and once-per-event guarantees as any webhook event.
+//! The handler validates the id and calls [`crate::admin::leads::refresh`], which queues the
+//! lead's latest stored lead event again as a refresh.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,12 +11,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Admin, unavailable};
+use super::Admin;
 use crate::domain::LeadId;
+use crate::event::Source;
 use crate::http::error::{ApiError, ApiResult};
-use crate::intake::c2s::{REFRESH_ACTION, SOURCE};
 use crate::state::AppState;
-use crate::store::{InsertOutcome, NewEvent};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(refresh))
@@ -41,33 +39,6 @@ async fn refresh(
         field: "lead_id".into(),
         problem: e.to_string(),
     })?;
-    let payload = state
-        .store
-        .latest_event_payload(SOURCE, lead.as_str())
-        .await
-        .map_err(unavailable)?
-        .ok_or(ApiError::NotFound)?;
-    let event = NewEvent {
-        source: SOURCE,
-        lead_id: lead.clone(),
-        event_at: time::OffsetDateTime::now_utc(),
-        action: REFRESH_ACTION.to_owned(),
-        payload,
-    };
-    match state
-        .store
-        .insert_events(&[event])
-        .await
-        .map_err(unavailable)?
-        .first()
-    {
-        Some(InsertOutcome::Accepted(id)) => {
-            tracing::info!(lead = %lead, event = id, "refresh queued by an operator");
-            state.wake_workers();
-            Ok((StatusCode::ACCEPTED, Json(Queued { event_id: *id })))
-        }
-        _ => Err(ApiError::Conflict(
-            "a refresh for this lead was queued at this same instant".into(),
-        )),
-    }
+    let event_id = crate::admin::leads::refresh(&state, Source::C2s, &lead).await?;
+    Ok((StatusCode::ACCEPTED, Json(Queued { event_id })))
 }

@@ -2,8 +2,9 @@
 //! admin token) and the metrics endpoint on its own port.
 //!
 //! Without a configured admin token the admin routes answer 404, as if absent: never open.
-//! Handlers here orchestrate store, resolver and metrics; they hold no policy of their own
-//! beyond input validation, and print personal data masked unless asked to reveal it.
+//! Handlers here are thin: they validate input, call the operation in [`crate::admin`] (which
+//! the command line and tests call too) and shape its answer, printing personal data masked
+//! unless asked to reveal it.
 
 pub mod cache;
 pub mod events;
@@ -92,6 +93,17 @@ async fn metrics(State(state): State<AppState>) -> Response {
 pub(crate) fn unavailable(e: crate::store::StoreError) -> ApiError {
     tracing::error!(error = %e, "store error in an admin route");
     ApiError::Unavailable
+}
+
+/// An operator action's failure as the client sees it; store details are logged, not sent.
+impl From<crate::admin::AdminError> for ApiError {
+    fn from(e: crate::admin::AdminError) -> ApiError {
+        match e {
+            crate::admin::AdminError::NotFound => ApiError::NotFound,
+            crate::admin::AdminError::Conflict(why) => ApiError::Conflict(why),
+            crate::admin::AdminError::Store(e) => unavailable(e),
+        }
+    }
 }
 
 /// Masks a name for display: first letter of each word.

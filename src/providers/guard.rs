@@ -15,7 +15,8 @@ use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
 use super::{
-    CpfCandidate, CpfLookup, Crm, LeadPage, LeadQuery, NewCrmLead, PersonData, ProviderError,
+    Candidates, CpfCandidate, CpfLookup, Crm, LeadPage, LeadQuery, NewCrmLead, PersonData,
+    ProviderError,
 };
 use crate::domain::{ContactKey, Cpf, LeadId};
 use crate::providers::work_api::WorkApiAnswer;
@@ -199,6 +200,10 @@ pub struct Guarded<T> {
 impl<T: CpfLookup> CpfLookup for Guarded<T> {
     async fn lookup(&self, key: &ContactKey) -> Result<Option<CpfCandidate>, ProviderError> {
         self.guard.call(self.inner.lookup(key)).await
+    }
+
+    async fn lookup_all(&self, key: &ContactKey) -> Result<Candidates, ProviderError> {
+        self.guard.call(self.inner.lookup_all(key)).await
     }
 }
 

@@ -178,18 +178,26 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs.min(3600)))
 }
 
-/// One candidate a CPF lookup returned.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CpfCandidate {
-    pub cpf: Cpf,
-    pub name: Option<String>,
-}
+pub use crate::domain::candidates::{Candidate, Candidates, CpfCandidate};
 
 /// Contact -> CPF (Diretrix).
 #[async_trait]
 pub trait CpfLookup: Send + Sync + 'static {
-    /// The first valid CPF the provider lists for this contact, or `None` when nobody.
+    /// The first valid person the provider lists for this contact, or `None` when nobody:
+    /// the choice made before a lead's name is known.
     async fn lookup(&self, key: &ContactKey) -> Result<Option<CpfCandidate>, ProviderError>;
+
+    /// Every valid candidate the provider lists for this contact, people and companies, in
+    /// its order (empty when nobody). Adapters that see several candidates implement it and
+    /// answer `lookup` with [`Candidates::first_person`]; the default suits a lookup that
+    /// only ever knows one person.
+    async fn lookup_all(&self, key: &ContactKey) -> Result<Candidates, ProviderError> {
+        Ok(self
+            .lookup(key)
+            .await?
+            .map(Candidates::one)
+            .unwrap_or_default())
+    }
 }
 
 /// CPF -> person data (Work API).

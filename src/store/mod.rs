@@ -27,6 +27,7 @@ use uuid::Uuid;
 use crate::config::DatabaseSettings;
 use crate::domain::contact_key::ContactKind;
 use crate::domain::{ContactKey, Cpf, LeadId, Person};
+use crate::event::{LeadEvent, Source};
 
 pub use postgres::PgStore;
 pub use sqlite::{InstanceLock, SqliteStore};
@@ -102,15 +103,33 @@ pub enum Lookup<T> {
     NotFound,
 }
 
-/// A webhook event as intake hands it over.
+/// An event as an intake (or an operator's refresh) hands it over: the lead event the
+/// worker will read, and the raw payload it came from, kept for audit and erasure. The
+/// inbox's `source`, `lead_id`, `event_at` (with the lead, the identity of one delivery) and
+/// `action` columns are the event's own.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub source: &'static str,
-    pub lead_id: LeadId,
-    /// The sender's `updated_at`: with the lead id, the identity of one delivery.
-    pub event_at: OffsetDateTime,
+    pub event: LeadEvent,
+    pub payload: Value,
+}
+
+impl NewEvent {
+    pub fn new(event: LeadEvent, payload: Value) -> NewEvent {
+        NewEvent { event, payload }
+    }
+}
+
+/// An inbox row written before lead events were stored: what converting it needs.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UnconvertedEvent {
+    pub id: i64,
     pub action: String,
     pub payload: Value,
+}
+
+/// A stored lead event, read; unreadable JSON is a corrupt row.
+pub(crate) fn read_lead_event(stored: &Value) -> Result<LeadEvent, StoreError> {
+    LeadEvent::from_stored(stored).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +148,12 @@ pub struct ClaimedEvent {
     pub lead_id: String,
     pub event_at: OffsetDateTime,
     pub action: String,
+    /// The raw payload, for audit only: the worker reads [`ClaimedEvent::lead_event`].
     pub payload: Value,
+    /// The stored [`LeadEvent`] as JSON; `None` when erasure or retention removed it (the
+    /// payload then carries the erased mark) or a row predates lead events and was not
+    /// converted.
+    pub lead_event: Option<Value>,
     /// Failed attempts so far.
     pub attempts: i32,
     pub contact_set: Option<String>,
@@ -506,13 +530,26 @@ pub trait Inbox: Send + Sync + 'static {
     /// [`Inbox::replay_event`] for every dead event, in one statement; returns how many.
     async fn replay_dead(&self) -> Result<u64, StoreError>;
 
-    /// The payload of the lead's event with the greatest `event_at` (ties: greatest id),
-    /// whatever its state; `None` when the lead has no event from `source`.
-    async fn latest_event_payload(
+    /// The stored lead event of the lead's event with the greatest `event_at` (ties:
+    /// greatest id) among those that still have one (erasure and payload retention remove
+    /// it), whatever its state; `None` when there is none.
+    async fn latest_event(
         &self,
-        source: &str,
-        lead_id: &str,
-    ) -> Result<Option<Value>, StoreError>;
+        source: Source,
+        lead: &LeadId,
+    ) -> Result<Option<LeadEvent>, StoreError>;
+
+    /// Rows written before lead events were stored (no lead event, payload not erased), by
+    /// id after `after`, at most `limit`: what the conversion at startup reads.
+    async fn events_without_lead_event(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<UnconvertedEvent>, StoreError>;
+
+    /// Stores the converted lead event of such a row, unless it got one or was erased
+    /// meanwhile; whether it was written.
+    async fn set_lead_event(&self, id: i64, event: &LeadEvent) -> Result<bool, StoreError>;
 
     /// Deletes done events last touched before `older_than`, except each lead's latest event
     /// (it answers duplicate deliveries and "did the contacts change?"). Pending, processing
@@ -674,7 +711,9 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DynStore, StoreError
     let url = settings.url.expose_secret();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(
-            PgStore::connect(url, settings.max_connections, settings.lock_connections).await?,
+            PgStore::connect(url, settings.max_connections, settings.lock_connections)
+                .await?
+                .with_async_commit_steps(settings.async_commit_steps),
         ))
     } else {
         Ok(Arc::new(

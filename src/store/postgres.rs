@@ -47,7 +47,13 @@ pub struct PgStore {
     locks: PgPool,
     /// One connection for `LISTEN`: it is held for the life of the subscription.
     listen: PgPool,
+    /// Whether claims and rendered messages commit without waiting for their WAL flush (see
+    /// [`PgStore::with_async_commit_steps`]).
+    async_steps: bool,
 }
+
+/// Run first in a transaction: it commits without waiting for the WAL flush.
+const ASYNC_COMMIT: &str = "SELECT set_config('synchronous_commit', 'off', true)";
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -85,7 +91,20 @@ impl PgStore {
             pool,
             locks,
             listen,
+            async_steps: false,
         })
+    }
+
+    /// With `on`, a claim and the saving of a rendered message commit without waiting for
+    /// the WAL flush (`synchronous_commit = off` for those transactions only). Nothing durable
+    /// depends on them alone: the WAL is written in order, so the event's next synchronous
+    /// commit (the "sending" mark, before any POST) flushes them too, and a crash before
+    /// that only loses a claim (the event is pending again) or a rendered message (rendered
+    /// again). It takes two of the four flushes a webhook waits for before its message goes
+    /// out off the hit path. Intake and every other write stay synchronous.
+    pub fn with_async_commit_steps(mut self, on: bool) -> PgStore {
+        self.async_steps = on;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -118,16 +137,27 @@ impl Dialect for PgStore {
         Ok(self.pool.begin().await?)
     }
 
-    async fn serialize_claims(tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+    async fn begin_step(&self) -> Result<sqlx::Transaction<'_, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.async_steps {
+            sqlx::query(ASYNC_COMMIT).execute(&mut *tx).await?;
+        }
+        Ok(tx)
+    }
+
+    async fn serialize_claims(&self, tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
         // Without this, two claims running at once judge "is an earlier event of this lead
         // unfinished?" on two different snapshots: an event inserted between them is seen by
         // one and not the other, and both could take an event of one lead. Under the lock
         // each claim's statement starts after the previous claim committed, so it sees that
-        // claim. A claim takes milliseconds.
-        sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
-            .bind(lock_class(None))
-            .execute(tx)
-            .await?;
+        // claim. A claim takes milliseconds. The claim is a step (see `begin_step`): one
+        // round trip sets both.
+        let lock = if self.async_steps {
+            "SELECT pg_advisory_xact_lock($1, 0), set_config('synchronous_commit', 'off', true)"
+        } else {
+            "SELECT pg_advisory_xact_lock($1, 0)"
+        };
+        sqlx::query(lock).bind(lock_class(None)).execute(tx).await?;
         Ok(())
     }
 
@@ -145,15 +175,16 @@ impl Dialect for PgStore {
         // index entries in the same order and cannot deadlock.
         let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
             "WITH input AS (
-               SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[])
-                 WITH ORDINALITY AS t(source, lead_id, event_at, action, payload, ord)),
+               SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[],
+                                    $5::jsonb[], $6::jsonb[])
+                 WITH ORDINALITY AS t(source, lead_id, event_at, action, payload, lead_event, ord)),
              first AS (
                SELECT DISTINCT ON (source, lead_id, event_at) *
                  FROM input ORDER BY source, lead_id, event_at, ord),
              inserted AS (
-               INSERT INTO webhook_inbox (source, lead_id, event_at, action, payload,
+               INSERT INTO webhook_inbox (source, lead_id, event_at, action, payload, lead_event,
                                           next_attempt_at, received_at, updated_at)
-               SELECT source, lead_id, event_at, action, payload, $6, $6, $6
+               SELECT source, lead_id, event_at, action, payload, lead_event, $7, $7, $7
                  FROM first ORDER BY source, lead_id, event_at
                ON CONFLICT (source, lead_id, event_at) DO NOTHING
                RETURNING id, source, lead_id, event_at)
@@ -163,11 +194,32 @@ impl Dialect for PgStore {
                LEFT JOIN inserted n USING (source, lead_id, event_at)
               ORDER BY i.ord",
         )
-        .bind(events.iter().map(|e| e.source).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.lead_id.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.event_at).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event.source.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event.lead.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.event.at).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event.action.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event.to_stored())
+                .collect::<Vec<_>>(),
+        )
         .bind(at)
         .fetch_all(&self.pool)
         .await?;

@@ -47,9 +47,13 @@ pub(super) trait Dialect: Sync {
     fn writes(&self) -> &sqlx::Pool<Self::DB>;
     /// A transaction for writes.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'_, Self::DB>, StoreError>;
+    /// A transaction for a step a later write makes durable anyway (saving a rendered
+    /// message): it may commit without waiting for its flush where the backend allows.
+    async fn begin_step(&self) -> Result<sqlx::Transaction<'_, Self::DB>, StoreError>;
     /// Taken inside the claim's transaction before it judges which events are due, so no two
-    /// claims judge one lead on different snapshots.
+    /// claims judge one lead on different snapshots; the claim is a step as well.
     async fn serialize_claims(
+        &self,
         tx: &mut <Self::DB as sqlx::Database>::Connection,
     ) -> Result<(), StoreError>;
     /// Inserts the events in one transaction: the new id of each, or `None` for a duplicate
@@ -67,8 +71,9 @@ pub(super) trait Dialect: Sync {
 }
 
 /// The columns of a claimed event, for [`EventRow`].
-pub(super) const EVENT_COLUMNS: &str = "id, source, lead_id, event_at, action, payload, attempts, \
-     contact_set, message, (send_started_at IS NOT NULL) AS send_started, unknown_outcomes";
+pub(super) const EVENT_COLUMNS: &str = "id, source, lead_id, event_at, action, payload, \
+     lead_event, attempts, contact_set, message, (send_started_at IS NOT NULL) AS send_started, \
+     unknown_outcomes";
 
 /// The columns of an event as operators see it, for [`RecordRow`].
 pub(super) const RECORD_COLUMNS: &str = "id, source, lead_id, event_at, action, state, attempts, \
@@ -114,6 +119,7 @@ pub(super) struct EventRow {
     event_at: Stamp,
     action: String,
     payload: Json<Value>,
+    lead_event: Option<Json<Value>>,
     attempts: i32,
     contact_set: Option<String>,
     message: Option<String>,
@@ -131,6 +137,7 @@ impl EventRow {
             event_at: self.event_at.0,
             action: self.action,
             payload: self.payload.0,
+            lead_event: self.lead_event.map(|e| e.0),
             attempts: self.attempts,
             contact_set: self.contact_set,
             message: self.message,
@@ -195,14 +202,16 @@ macro_rules! shared_sql {
             use uuid::Uuid;
 
             use super::$store as Backend;
-            use $crate::domain::{ContactKey, Cpf, Person};
+            use $crate::domain::{ContactKey, Cpf, LeadId, Person};
+            use $crate::event::{LeadEvent, Source};
             use $crate::store::sql::*;
             use $crate::store::types::{Claim, ContactOrigin, EventState, Outcome, Provider, Stamp};
             use $crate::store::{
                 AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InboxContacts,
                 InsertOutcome, LeadLink, Lookup, NewEvent, PURGE_BATCH, PartyCounts, Replay,
-                StoreError, StoredPerson, WarmCursor, WarmPerson, contact_keys_of, erasure_scope,
-                keys_by_party, person_contacts, purge_payload, redact_payload,
+                StoreError, StoredPerson, UnconvertedEvent, WarmCursor, WarmPerson,
+                contact_keys_of, erasure_scope, keys_by_party, person_contacts, purge_payload,
+                read_lead_event, redact_payload,
             };
 
             #[async_trait::async_trait]
@@ -336,7 +345,7 @@ macro_rules! shared_sql {
                         <Self as Dialect>::SKIP_LOCKED
                     );
                     let mut tx = self.begin_write().await?;
-                    Self::serialize_claims(&mut tx).await?;
+                    self.serialize_claims(&mut tx).await?;
                     let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                         .bind(Claim(claim))
                         .bind(Stamp(now.0 + lease))
@@ -374,7 +383,7 @@ macro_rules! shared_sql {
                     links: &[LeadLink],
                 ) -> Result<bool, StoreError> {
                     let now = Stamp::now();
-                    let mut tx = self.begin_write().await?;
+                    let mut tx = self.begin_step().await?;
                     let sql = format!(
                         "UPDATE webhook_inbox SET contact_set = $3, message = $4, updated_at = $5
                           {OURS}"
@@ -557,20 +566,68 @@ macro_rules! shared_sql {
                         .rows_affected())
                 }
 
-                async fn latest_event_payload(
+                async fn latest_event(
                     &self,
-                    source: &str,
-                    lead_id: &str,
-                ) -> Result<Option<Value>, StoreError> {
-                    let payload: Option<Json<Value>> = sqlx::query_scalar(
-                        "SELECT payload FROM webhook_inbox WHERE source = $1 AND lead_id = $2
+                    source: Source,
+                    lead: &LeadId,
+                ) -> Result<Option<LeadEvent>, StoreError> {
+                    let stored: Option<Json<Value>> = sqlx::query_scalar(
+                        "SELECT lead_event FROM webhook_inbox
+                          WHERE source = $1 AND lead_id = $2 AND lead_event IS NOT NULL
                           ORDER BY event_at DESC, id DESC LIMIT 1",
                     )
                     .bind(source)
-                    .bind(lead_id)
+                    .bind(lead.as_str())
                     .fetch_optional(self.reads())
                     .await?;
-                    Ok(payload.map(|p| p.0))
+                    stored.map(|e| read_lead_event(&e.0)).transpose()
+                }
+
+                async fn events_without_lead_event(
+                    &self,
+                    after: i64,
+                    limit: u32,
+                ) -> Result<Vec<UnconvertedEvent>, StoreError> {
+                    let sql = format!(
+                        "SELECT id, action, payload FROM webhook_inbox
+                          WHERE lead_event IS NULL AND id > $1 AND NOT ({})
+                          ORDER BY id LIMIT $2",
+                        <Self as Dialect>::ERASED
+                    );
+                    let rows: Vec<(i64, String, Json<Value>)> =
+                        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                            .bind(after)
+                            .bind(i64::from(limit))
+                            .fetch_all(self.reads())
+                            .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(id, action, payload)| UnconvertedEvent {
+                            id,
+                            action,
+                            payload: payload.0,
+                        })
+                        .collect())
+                }
+
+                async fn set_lead_event(
+                    &self,
+                    id: i64,
+                    event: &LeadEvent,
+                ) -> Result<bool, StoreError> {
+                    // Only while still missing and not erased meanwhile.
+                    let sql = format!(
+                        "UPDATE webhook_inbox SET lead_event = $2
+                          WHERE id = $1 AND lead_event IS NULL AND NOT ({})",
+                        <Self as Dialect>::ERASED
+                    );
+                    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(id)
+                        .bind(Json(event.to_stored()))
+                        .execute(self.writes())
+                        .await?
+                        .rows_affected()
+                        == 1)
                 }
 
                 async fn prune_done(&self, older_than: OffsetDateTime) -> Result<u64, StoreError> {
@@ -613,7 +670,7 @@ macro_rules! shared_sql {
                         for (id, payload) in &rows {
                             sqlx::query(
                                 "UPDATE webhook_inbox
-                                    SET payload = $2, message = NULL,
+                                    SET payload = $2, lead_event = NULL, message = NULL,
                                         contact_set = CASE WHEN EXISTS (
                                             SELECT 1 FROM webhook_inbox n
                                              WHERE n.source = webhook_inbox.source
@@ -818,7 +875,8 @@ macro_rules! shared_sql {
                                 .await?;
                         sqlx::query(
                             "UPDATE webhook_inbox
-                            SET payload = $2, contact_set = NULL, message = NULL,
+                            SET payload = $2, lead_event = NULL, contact_set = NULL,
+                                message = NULL,
                                 state = CASE WHEN state = 'processing' THEN 'pending'
                                              ELSE state END,
                                 claim_token = CASE WHEN state = 'processing' THEN NULL

@@ -111,8 +111,13 @@ impl Dialect for SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    // Every commit waits for its write: no step is cheaper than another.
+    async fn begin_step(&self) -> Result<sqlx::Transaction<'_, Sqlite>, StoreError> {
+        self.begin_write().await
+    }
+
     // The claim runs in a write transaction, and SQLite runs one writer at a time.
-    async fn serialize_claims(_tx: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    async fn serialize_claims(&self, _tx: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
         Ok(())
     }
 
@@ -128,16 +133,18 @@ impl Dialect for SqliteStore {
             out.push(
                 sqlx::query_scalar(
                     "INSERT INTO webhook_inbox (source, lead_id, event_at, action, payload,
-                                               next_attempt_at, received_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $6, $6)
+                                               lead_event, next_attempt_at, received_at,
+                                               updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7)
                      ON CONFLICT (source, lead_id, event_at) DO NOTHING
                      RETURNING id",
                 )
-                .bind(e.source)
-                .bind(e.lead_id.as_str())
-                .bind(Stamp(e.event_at))
-                .bind(&e.action)
+                .bind(e.event.source)
+                .bind(e.event.lead.as_str())
+                .bind(Stamp(e.event.at))
+                .bind(e.event.action.as_str())
                 .bind(Json(&e.payload))
+                .bind(Json(e.event.to_stored()))
                 .bind(at)
                 .fetch_optional(&mut *tx)
                 .await?,

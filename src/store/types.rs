@@ -164,6 +164,7 @@ stored_name!(
 pub use crate::metrics::Provider;
 
 text_column!(Provider);
+text_column!(crate::event::Source);
 
 #[cfg(test)]
 mod tests {

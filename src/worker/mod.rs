@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{self, UNKNOWN_OUTCOME};
 use crate::domain::ContactKey;
-use crate::intake::c2s::{Action, C2sEvent, REFRESH_ACTION};
+use crate::event::{Action, Destination, LeadEvent};
 use crate::message::{Finding, Via};
 use crate::retry::{after_error, after_failure};
 use crate::state::AppState;
@@ -226,14 +226,31 @@ async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
     } else {
         event
     };
-    let parsed = match C2sEvent::from_payload(&event.payload, "") {
-        Ok(p) => p,
-        Err(e) => {
+    // The worker reads the lead event each intake stored, never the raw payload.
+    let parsed = match event.lead_event.as_ref().map(LeadEvent::from_stored) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
             return Finish::Dead {
-                reason: format!("stored payload unreadable: {e}"),
+                reason: e.to_string(),
+            };
+        }
+        None => {
+            return Finish::Dead {
+                reason: "no lead event stored (its payload did not convert at startup)".into(),
             };
         }
     };
+    match &parsed.destination {
+        Destination::CrmLead => {}
+        // The extension point for intakes whose leads the CRM does not have yet: creating
+        // the lead (then writing the message on it) is not built; such an event waits, dead,
+        // for the version that does, and can be replayed then.
+        Destination::CreateCrmLead(_) => {
+            return Finish::Dead {
+                reason: "creating a CRM lead is not supported yet".into(),
+            };
+        }
+    }
     let message = match &event.message {
         Some(m) => m.clone(),
         None => match prepare(state, event, &parsed).await {
@@ -247,7 +264,7 @@ async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
             Err(finish) => return finish,
         },
     };
-    delivery::deliver(state, event, &parsed.lead_id, &message).await
+    delivery::deliver(state, event, &parsed.lead, &message).await
 }
 
 enum Prepared {
@@ -259,27 +276,22 @@ enum Prepared {
 async fn prepare(
     state: &AppState,
     event: &ClaimedEvent,
-    parsed: &C2sEvent,
+    parsed: &LeadEvent,
 ) -> Result<Prepared, Finish> {
-    for (field, reason) in &parsed.customer.rejected {
-        tracing::info!(field, reason = %reason, "contact dropped");
+    for rejected in &parsed.customer.rejected {
+        tracing::info!(field = %rejected.field, reason = %rejected.reason, "contact dropped");
     }
     let keys = parsed.customer.keys();
     let set = contact_set(&keys);
-    // A refresh is an event the operators queued; its payload is the lead's latest one.
-    let action = if event.action == REFRESH_ACTION {
-        Action::Refresh
-    } else {
-        parsed.action.clone()
-    };
-    match &action {
+    let action = &parsed.action;
+    match action {
         Action::Close => {
             return Ok(Prepared::Skip {
                 outcome: Outcome::Closed,
                 set,
             });
         }
-        Action::Other(_) => {
+        Action::Other { .. } => {
             return Ok(Prepared::Skip {
                 outcome: Outcome::IgnoredAction,
                 set,
@@ -307,7 +319,7 @@ async fn prepare(
         });
     }
 
-    let bypass = action == Action::Refresh;
+    let bypass = *action == Action::Refresh;
     let (findings, links) = resolve(state, &keys, bypass)
         .await
         .map_err(|e| after_error(&state.settings.delivery, event, &e))?;

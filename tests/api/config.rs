@@ -147,6 +147,14 @@ fn invalid_values_are_refused_with_the_setting_named() {
             vec![("ENRICHER__C2S__RECONCILE_LOOKBACK_HOURS", "0")],
             "ENRICHER__C2S__RECONCILE_LOOKBACK_HOURS",
         ),
+        (
+            vec![("ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT", "0")],
+            "ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT",
+        ),
+        (
+            vec![("ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT", "65")],
+            "ENRICHER__SERVER__GROUP_COMMIT_IN_FLIGHT",
+        ),
     ];
     for (pairs, name) in cases {
         let err = Settings::load_from(AppEnv::Development, Path::new("config"), &vars(&pairs))
@@ -178,6 +186,7 @@ const SECRETS: &[(&str, &str)] = &[
     ("ENRICHER__WEBHOOKS__C2S_TOKEN", "webhook-token-c5e8"),
     ("ENRICHER__WEBHOOKS__GOOGLE_ADS_KEY", "ads-key-0b6d"),
     ("ENRICHER__ADMIN__TOKEN", "admin-token-e2a4"),
+    ("ENRICHER__ADMIN__ERASURE_KEY", "erasure-key-8d3b"),
 ];
 
 #[test]
@@ -313,6 +322,7 @@ fn check_config_never_shows_a_secret_set_in_the_environment_and_says_it_is_redac
             "ENRICHER__WEBHOOKS__GOOGLE_ADS_KEY",
         ),
         ("admin.token", "ENRICHER__ADMIN__TOKEN"),
+        ("admin.erasure_key", "ENRICHER__ADMIN__ERASURE_KEY"),
     ] {
         assert_eq!(
             shown(&d, key),
@@ -500,4 +510,28 @@ fn the_check_config_command_shows_an_unreadable_value_and_names_its_variable() {
             .any(|l| l.starts_with("server.port ") && l.contains("(invalid)")),
         "{stdout}"
     );
+}
+
+#[test]
+fn production_with_an_admin_token_requires_an_erasure_key_of_its_own() {
+    let mut env = vars(PRODUCTION);
+    env.extend(vars(&[("ENRICHER__ADMIN__TOKEN", "admin-token-e2a4")]));
+    let err = Settings::load_from(AppEnv::Production, Path::new("config"), &env).unwrap_err();
+    assert!(
+        err.to_string().contains("ENRICHER__ADMIN__ERASURE_KEY"),
+        "{err}"
+    );
+    for empty in ["", "  "] {
+        env.insert("ENRICHER__ADMIN__ERASURE_KEY".into(), empty.into());
+        let err = Settings::load_from(AppEnv::Production, Path::new("config"), &env).unwrap_err();
+        assert!(
+            err.to_string().contains("ENRICHER__ADMIN__ERASURE_KEY"),
+            "{err}"
+        );
+    }
+    env.insert(
+        "ENRICHER__ADMIN__ERASURE_KEY".into(),
+        "erasure-key-8d3b".into(),
+    );
+    Settings::load_from(AppEnv::Production, Path::new("config"), &env).unwrap();
 }

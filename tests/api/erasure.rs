@@ -267,3 +267,34 @@ both_backends!(
         app.verify_mocks().await;
     }
 );
+
+both_backends!(
+    rotating_the_admin_token_keeps_erasures_answerable,
+    |backend| async move {
+        let app = spawn_app_with(backend, |s| {
+            with_admin(s);
+            s.admin.erasure_key = Some("erasure-key-of-this-deployment".to_owned().into());
+        })
+        .await;
+        let response = app
+            .admin(reqwest::Method::DELETE, "/api/v1/parties/526.018.159-06")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let erased: Value = response.json().await.unwrap();
+
+        // The admin token is rotated; the erasure key stays. Whoever holds the key can still
+        // tell that this CPF was erased, from the audit alone.
+        let mut rotated = (*app.state.settings).clone();
+        rotated.admin.token = Some("a-new-admin-token".to_owned().into());
+        let cpf = enricher::domain::Cpf::parse("526.018.159-06").unwrap();
+        let hash = enricher::admin::erasure::cpf_hash(&rotated.admin.erasure_key(), &cpf);
+        assert_eq!(erased["cpf_hash"], hash.as_str());
+        let audit = app.store().erasure_audit(10).await.unwrap();
+        assert!(audit.iter().any(|a| a.cpf_hash == hash));
+        // Keyed by the erasure key, not by the token: another key answers differently.
+        let other = enricher::admin::erasure::cpf_hash(&"another-key".to_owned().into(), &cpf);
+        assert!(audit.iter().all(|a| a.cpf_hash != other));
+    }
+);

@@ -233,13 +233,10 @@ async fn with_one_repost_allowed_an_event_whose_process_died_mid_post_is_posted_
     let mut app = app;
     app.stop().await;
     // Another instance took the event, started the POST and vanished: its lease is over.
-    let event = enricher::store::NewEvent {
-        source: "c2s",
-        lead_id: enricher::domain::LeadId::parse("L-1").unwrap(),
-        event_at: time::OffsetDateTime::now_utc(),
-        action: "on_create_lead".into(),
-        payload: lead("L-1"),
-    };
+    let mut event = enricher::intake::c2s::parse_body(&lead("L-1"))
+        .unwrap()
+        .remove(0);
+    event.event.at = time::OffsetDateTime::now_utc();
     db_store.insert_events(&[event]).await.unwrap();
     let claimed = db_store.claim_events(1, Duration::ZERO).await.unwrap();
     assert!(

@@ -22,13 +22,15 @@ const T1: OffsetDateTime = datetime!(2026-03-01 12:00:00 UTC);
 const GATHER: Duration = Duration::from_millis(200);
 
 fn event(lead: &str) -> NewEvent {
-    NewEvent {
-        source: "c2s",
-        lead_id: LeadId::parse(lead).unwrap(),
-        event_at: T1,
-        action: "on_create_lead".to_owned(),
-        payload: json!({"id": lead}),
-    }
+    NewEvent::new(
+        enricher::event::LeadEvent::new(
+            enricher::event::Source::C2s,
+            LeadId::parse(lead).unwrap(),
+            enricher::event::Action::Create,
+            T1,
+        ),
+        json!({"id": lead}),
+    )
 }
 
 /// Sends every request at once through one group committer; returns each request's answer.
@@ -57,7 +59,7 @@ both_backends!(
             .collect();
         let sent: Vec<Vec<String>> = requests
             .iter()
-            .map(|r| r.iter().map(|e| e.lead_id.as_str().to_owned()).collect())
+            .map(|r| r.iter().map(|e| e.event.lead.as_str().to_owned()).collect())
             .collect();
 
         let answers = insert_together(&store, requests).await;
@@ -66,7 +68,7 @@ both_backends!(
         for ((events, result), leads) in answers.into_iter().zip(sent) {
             let returned: Vec<String> = events
                 .iter()
-                .map(|e| e.lead_id.as_str().to_owned())
+                .map(|e| e.event.lead.as_str().to_owned())
                 .collect();
             assert_eq!(returned, leads, "a request gets its own events back");
             let outcomes = result.expect("stored");

@@ -391,10 +391,23 @@ impl TestDb {
             max_connections: 5,
             lock_connections: 2,
             lock_wait_ms: 5000,
+            async_commit_steps: true,
         };
         let store = enricher::store::connect(&settings).await.unwrap();
         store.migrate().await.unwrap();
         store
+    }
+
+    /// Runs one statement on this database as the test wrote it (same SQL on both backends).
+    pub async fn execute(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if self.pg_name.is_some() {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
     }
 
     /// Drops the database out from under the application (Postgres only).
@@ -469,6 +482,7 @@ impl Snapshot {
             max_connections: 1,
             lock_connections: 1,
             lock_wait_ms: 5000,
+            async_commit_steps: true,
         };
         let store = enricher::store::connect(&settings).await.unwrap();
         let counts = store.party_counts().await.unwrap();

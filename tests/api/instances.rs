@@ -594,13 +594,15 @@ async fn claims_on_postgres_wait_for_one_another() {
     // claims therefore run one at a time, under one advisory lock.
     let db = TestDb::new(Backend::Postgres).await;
     let store = db.store().await;
-    let event = enricher::store::NewEvent {
-        source: "c2s",
-        lead_id: enricher::domain::LeadId::parse("d1b2c3d4e5f60718293a4b5c").unwrap(),
-        event_at: time::OffsetDateTime::now_utc(),
-        action: "on_create_lead".into(),
-        payload: json!({}),
-    };
+    let event = enricher::store::NewEvent::new(
+        enricher::event::LeadEvent::new(
+            enricher::event::Source::C2s,
+            enricher::domain::LeadId::parse("d1b2c3d4e5f60718293a4b5c").unwrap(),
+            enricher::event::Action::Create,
+            time::OffsetDateTime::now_utc(),
+        ),
+        json!({}),
+    );
     store.insert_events(&[event]).await.unwrap();
     let mut other = {
         use sqlx::Connection;
@@ -633,13 +635,15 @@ crate::both_backends!(
     |backend| async move {
         let db = TestDb::new(backend).await;
         let store = db.store().await;
-        let event = enricher::store::NewEvent {
-            source: "c2s",
-            lead_id: enricher::domain::LeadId::parse("e1b2c3d4e5f60718293a4b5c").unwrap(),
-            event_at: time::OffsetDateTime::now_utc(),
-            action: "on_create_lead".into(),
-            payload: json!({}),
-        };
+        let event = enricher::store::NewEvent::new(
+            enricher::event::LeadEvent::new(
+                enricher::event::Source::C2s,
+                enricher::domain::LeadId::parse("e1b2c3d4e5f60718293a4b5c").unwrap(),
+                enricher::event::Action::Create,
+                time::OffsetDateTime::now_utc(),
+            ),
+            json!({}),
+        );
         store.insert_events(&[event]).await.unwrap();
         let short = Duration::from_millis(300);
         let mine = store.claim_events(1, short).await.unwrap().pop().unwrap();

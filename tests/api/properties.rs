@@ -8,9 +8,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use enricher::domain::contact_key::ContactKind;
-use enricher::domain::{ContactKey, Cpf, Email, LeadId, Phone};
+use enricher::domain::{Candidate, Cnpj, ContactKey, Cpf, Email, LeadId, Phone};
+use enricher::event::LeadEvent;
 use enricher::intake::c2s::{C2sEvent, parse_body, parse_updated_at};
-use enricher::providers::diretrix::DiretrixClient;
+use enricher::providers::diretrix::{DiretrixClient, parse_answer};
 use enricher::providers::work_api::WorkApiAnswer;
 use enricher::providers::work_api::WorkApiClient;
 use enricher::providers::{CpfLookup, PersonData, ProviderError};
@@ -213,11 +214,12 @@ proptest! {
     ) {
         if let Ok(events) = parse_body(&body) {
             for event in events {
-                // The worker reads the stored payload again: it must mean the same thing.
-                let again = C2sEvent::from_payload(&event.payload, "").unwrap();
-                prop_assert_eq!(&again.lead_id, &event.lead_id);
-                prop_assert_eq!(again.updated_at, event.event_at);
-                prop_assert_eq!(again.action.as_str(), event.action.as_str());
+                // The worker reads the stored lead event: it must read back as what intake
+                // built, and mean what the raw payload kept beside it says.
+                let stored = LeadEvent::from_stored(&event.event.to_stored()).unwrap();
+                prop_assert_eq!(&stored, &event.event);
+                let again = LeadEvent::from(C2sEvent::from_payload(&event.payload, "").unwrap());
+                prop_assert_eq!(&again, &event.event);
             }
         }
     }
@@ -244,8 +246,8 @@ proptest! {
         });
         let events = parse_body(&body).unwrap();
         prop_assert_eq!(events.len(), 1);
-        prop_assert_eq!(events[0].lead_id.as_str(), id.as_str());
-        prop_assert_eq!(events[0].event_at, at);
+        prop_assert_eq!(events[0].event.lead.as_str(), id.as_str());
+        prop_assert_eq!(events[0].event.at, at);
         let event = C2sEvent::from_payload(&events[0].payload, "").unwrap();
         // A contact the parser kept is the one its own parser gives for the raw text.
         prop_assert_eq!(event.customer.phone.clone(), Phone::parse(phone.trim()).ok().filter(|_| !phone.trim().is_empty()));
@@ -264,6 +266,71 @@ proptest! {
         // Whether the person's CPF must match the one asked for is the client's rule
         // (checked with the request in hand), not the reader's.
         let _ = WorkApiAnswer::parse(&body);
+    }
+}
+
+/// Diretrix entries as they come: CPFs and CNPJs as strings (plain, formatted, broken) and as
+/// numbers that lost their leading zeros, any name, hostile extras.
+fn diretrix_entry() -> impl Strategy<Value = Value> {
+    let document = prop_oneof![
+        proptest::array::uniform9(0u8..10).prop_map(|b| json!(Cpf::from_base(b).as_str())),
+        proptest::array::uniform9(0u8..10).prop_map(|b| json!(Cpf::from_base(b).formatted())),
+        "[0-9]{14}".prop_map(|s| json!(s)),
+        "[0-9./-]{0,20}".prop_map(|s| json!(s)),
+        any::<u64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_map(|f| json!(f)),
+        hostile_string().prop_map(|s| json!(s)),
+        Just(Value::Null),
+    ];
+    (document, prop::option::of(hostile_string()), any::<bool>()).prop_map(|(doc, name, cnpj)| {
+        let mut entry = Map::new();
+        entry.insert((if cnpj { "cnpj" } else { "cpf" }).into(), doc);
+        if let Some(name) = name {
+            entry.insert("nome".into(), json!(name));
+        }
+        Value::Object(entry)
+    })
+}
+
+proptest! {
+    #[test]
+    fn a_diretrix_answer_reads_as_valid_people_and_companies_in_order_never_a_panic(
+        entries in prop::collection::vec(diretrix_entry(), 0..8),
+        junk in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let _ = parse_answer(&junk);
+        let body = Value::Array(entries.clone()).to_string();
+        let candidates = parse_answer(body.as_bytes()).expect("a list of objects is readable");
+        prop_assert!(candidates.len() <= entries.len());
+        for candidate in &candidates {
+            match candidate {
+                // What was read parses again to itself: valid, canonical, never a cut CNPJ.
+                Candidate::Person(p) => {
+                    prop_assert_eq!(&Cpf::parse(p.cpf.as_str()).unwrap(), &p.cpf);
+                }
+                Candidate::Company { cnpj, .. } => {
+                    prop_assert_eq!(&Cnpj::parse(cnpj.as_str()).unwrap(), cnpj);
+                }
+            }
+            if let Some(name) = candidate.name() {
+                prop_assert!(!name.is_empty() && !name.contains('\0'));
+            }
+        }
+        // Every 14-digit string entry with valid check digits is a company, never a person.
+        for entry in &entries {
+            if let Some(Value::String(s)) = entry.get("cpf").or_else(|| entry.get("cnpj"))
+                && let Ok(cnpj) = Cnpj::parse(s)
+                && s.len() == 14
+            {
+                let as_company = candidates
+                    .iter()
+                    .any(|c| matches!(c, Candidate::Company { cnpj: found, .. } if *found == cnpj));
+                let as_person = candidates.iter().any(|c| {
+                    matches!(c, Candidate::Person(p) if cnpj.as_str().starts_with(p.cpf.as_str()))
+                });
+                prop_assert!(as_company && !as_person, "a valid CNPJ was not read as a company");
+            }
+        }
     }
 }
 

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use enricher::domain::LeadId;
 use enricher::store::{ClaimedEvent, DynStore, Finish, InsertOutcome, NewEvent};
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -27,19 +26,19 @@ fn event(lead: &str, at: OffsetDateTime) -> NewEvent {
     let updated_at = at
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    NewEvent {
-        source: "c2s",
-        lead_id: LeadId::parse(lead).unwrap(),
-        event_at: at,
-        action: "on_create_lead".to_owned(),
-        payload: c2s_event(
-            lead,
-            "on_create_lead",
-            &updated_at,
-            Some(PHONE_NATIONAL),
-            Some(EMAIL),
-        ),
-    }
+    let payload = c2s_event(
+        lead,
+        "on_create_lead",
+        &updated_at,
+        Some(PHONE_NATIONAL),
+        Some(EMAIL),
+    );
+    let mut new = enricher::intake::c2s::parse_body(&payload)
+        .unwrap()
+        .remove(0);
+    // The store keeps `event_at` to the microsecond; the test compares with `at` as given.
+    new.event.at = at;
+    new
 }
 
 async fn insert(store: &DynStore, new: NewEvent) -> i64 {

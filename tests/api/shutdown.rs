@@ -173,13 +173,15 @@ both_backends!(
         let store = db.store().await;
         let mut ids = Vec::new();
         for lead in ["lead-a", "lead-b"] {
-            let new = NewEvent {
-                source: "c2s",
-                lead_id: LeadId::parse(lead).unwrap(),
-                event_at: time::OffsetDateTime::now_utc(),
-                action: "on_create_lead".to_owned(),
-                payload: serde_json::json!({"id": lead}),
-            };
+            let new = NewEvent::new(
+                enricher::event::LeadEvent::new(
+                    enricher::event::Source::C2s,
+                    LeadId::parse(lead).unwrap(),
+                    enricher::event::Action::Create,
+                    time::OffsetDateTime::now_utc(),
+                ),
+                serde_json::json!({"id": lead}),
+            );
             match store.insert_events(&[new]).await.unwrap().as_slice() {
                 [InsertOutcome::Accepted(id)] => ids.push(*id),
                 other => panic!("{other:?}"),

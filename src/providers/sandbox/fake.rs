@@ -118,10 +118,65 @@ const PROFESSIONS: &[(&str, &str)] = &[
 const MARITAL_STATUSES: &[&str] = &["SOLTEIRO", "CASADO", "DIVORCIADO", "VIUVO"];
 const COMPANY_RELATIONS: &[&str] = &["SOCIO", "SOCIO-ADMINISTRADOR", "TITULAR"];
 
+/// Contacts with a fixed answer, so the README's examples show what they describe: the
+/// quick-start webhook's phone and e-mail (`examples/c2s_webhook_create.json`) belong to one
+/// person, and a family phone lists two people, the second of them named like the lead in the
+/// README's candidate example. Every other contact is derived from its hash.
+pub const SCRIPTED_CONTACTS: &[(&str, &[&str])] = &[
+    ("+5511987654321", &[QUICK_START_CPF]),
+    ("maria.souza@example.com", &[QUICK_START_CPF]),
+    (FAMILY_PHONE, &[FAMILY_FIRST_CPF, FAMILY_SECOND_CPF]),
+];
+
+/// The quick-start lead's person (MARIA APARECIDA SOUZA).
+pub const QUICK_START_CPF: &str = "35271840662";
+/// The family phone of the README's candidate example, as a contact key.
+pub const FAMILY_PHONE: &str = "+5511977770002";
+/// The family phone's first candidate (JOAO CARLOS PEREIRA).
+pub const FAMILY_FIRST_CPF: &str = "48192637573";
+/// The family phone's second candidate (ANA PAULA PEREIRA), whom the lead name "Ana Paula
+/// Pereira" matches.
+pub const FAMILY_SECOND_CPF: &str = "62748391519";
+
+/// The fixed people behind the scripted contacts: CPF, female, first name, mother's surname,
+/// father's surname, mother, father. Always found by the fake Work API.
+const SCRIPTED_PEOPLE: &[(&str, bool, &str, &str, &str, &str, &str)] = &[
+    (
+        QUICK_START_CPF,
+        true,
+        "MARIA",
+        "APARECIDA",
+        "SOUZA",
+        "HELENA APARECIDA",
+        "ANTONIO SOUZA",
+    ),
+    (
+        FAMILY_FIRST_CPF,
+        false,
+        "JOAO",
+        "CARLOS",
+        "PEREIRA",
+        "TEREZA CARLOS",
+        "JOSE PEREIRA",
+    ),
+    (
+        FAMILY_SECOND_CPF,
+        true,
+        "ANA",
+        "PAULA",
+        "PEREIRA",
+        "TEREZA CARLOS PEREIRA",
+        "JOAO CARLOS PEREIRA",
+    ),
+];
+
 /// CPF digits for a contact key string (an E.164 phone like "+5511987654321" or a lowercased email), or None
 /// for roughly 1 in 10 keys (deterministic, e.g. from a hash such as FNV-1a of the key) so demos show the not-found path.
 /// The CPF must have valid check digits (compute them: mod-11 algorithm) and must not be all-same digits.
 pub fn cpf_for_contact(key: &str) -> Option<String> {
+    if let Some((_, cpfs)) = SCRIPTED_CONTACTS.iter().find(|(k, _)| *k == key) {
+        return cpfs.first().map(|c| (*c).to_owned());
+    }
     let hash = fnv1a(key.as_bytes());
     if hash.is_multiple_of(CONTACT_MISS_ONE_IN) {
         return None;
@@ -144,7 +199,8 @@ pub fn cpf_for_contact(key: &str) -> Option<String> {
 /// emails at example.com/example.org, phones, an address, maybe a company; or the not-found body
 /// {"status":404,"reason":"Document not found."} for roughly 1 in 20 CPFs.
 pub fn work_api_body(cpf: &str) -> Value {
-    if fnv1a(cpf.as_bytes()).is_multiple_of(PERSON_MISS_ONE_IN) {
+    let scripted = SCRIPTED_PEOPLE.iter().any(|p| p.0 == cpf);
+    if !scripted && fnv1a(cpf.as_bytes()).is_multiple_of(PERSON_MISS_ONE_IN) {
         return json!({"status": 404, "reason": "Document not found."});
     }
     let who = Identity::for_cpf(cpf);
@@ -283,6 +339,13 @@ pub fn work_api_body(cpf: &str) -> Value {
 
 /// A Diretrix answer body: `[{"nome": "...", "cpf": "..."}]` or `[]`.
 pub fn diretrix_body(key: &str) -> Value {
+    if let Some((_, cpfs)) = SCRIPTED_CONTACTS.iter().find(|(k, _)| *k == key) {
+        let people: Vec<Value> = cpfs
+            .iter()
+            .map(|cpf| json!({"nome": Identity::for_cpf(cpf).full_name(), "cpf": cpf}))
+            .collect();
+        return Value::Array(people);
+    }
     match cpf_for_contact(key) {
         // The same name the fake Work API gives this CPF, as the real providers would agree.
         Some(cpf) => json!([{"nome": Identity::for_cpf(&cpf).full_name(), "cpf": cpf}]),
@@ -302,6 +365,18 @@ struct Identity {
 
 impl Identity {
     fn for_cpf(cpf: &str) -> Self {
+        if let Some(&(_, female, first, middle, last, mother, father)) =
+            SCRIPTED_PEOPLE.iter().find(|p| p.0 == cpf)
+        {
+            return Identity {
+                female,
+                first,
+                middle,
+                last,
+                mother: mother.to_owned(),
+                father: father.to_owned(),
+            };
+        }
         let mut draw = Draw::new(fnv1a(format!("identity:{cpf}").as_bytes()));
         let female = draw.below(2) == 0;
         let first = *draw.pick(if female { FEMALE_NAMES } else { MALE_NAMES });
@@ -629,6 +704,38 @@ mod tests {
                 assert!(actual.contains_key(key), "{path:?} lacks {key}");
             }
         }
+    }
+
+    #[test]
+    fn the_quick_start_phone_and_email_are_one_person_named_like_the_lead() {
+        let phone = diretrix_body("+5511987654321");
+        let email = diretrix_body("maria.souza@example.com");
+        assert_eq!(phone, email);
+        assert_eq!(phone[0]["cpf"], QUICK_START_CPF);
+        assert_eq!(phone[0]["nome"], "MARIA APARECIDA SOUZA");
+        let work = work_api_body(QUICK_START_CPF);
+        assert_eq!(work["DadosBasicos"]["nome"], "MARIA APARECIDA SOUZA");
+    }
+
+    #[test]
+    fn the_family_phone_lists_two_people_and_the_second_matches_the_documented_lead_name() {
+        use crate::domain::name::{Match, choose};
+        let body = serde_json::to_vec(&diretrix_body(FAMILY_PHONE)).unwrap();
+        let candidates = crate::providers::diretrix::parse_answer(&body).unwrap();
+        assert_eq!(candidates.len(), 2);
+        let choice = choose(Some("Ana Paula Pereira"), &candidates).unwrap();
+        assert_eq!((choice.index, choice.quality), (1, Match::Confirmed));
+        let choice = choose(None, &candidates).unwrap();
+        assert_eq!((choice.index, choice.quality), (0, Match::NoLeadName));
+        for cpf in [FAMILY_FIRST_CPF, FAMILY_SECOND_CPF] {
+            assert!(cpf_is_valid(cpf));
+            assert_eq!(work_api_body(cpf)["status"], 200);
+        }
+        // The first candidate is what a lookup without a name answers.
+        assert_eq!(
+            cpf_for_contact(FAMILY_PHONE).as_deref(),
+            Some(FAMILY_FIRST_CPF)
+        );
     }
 
     #[test]

@@ -48,6 +48,17 @@ pub struct SandboxSubscription {
     pub events: Vec<String>,
 }
 
+impl SandboxState {
+    /// The configured latency. None at all when it is zero: tokio's timer counts in whole
+    /// milliseconds, so even a zero sleep can wait for the next tick, which is what a
+    /// benchmark "at 0 ms" would then measure.
+    async fn delay(&self) {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+    }
+}
+
 #[derive(Clone)]
 struct SandboxState {
     /// Received messages, oldest first, at most [`KEPT_MESSAGES`].
@@ -155,7 +166,7 @@ async fn diretrix_phone(
     State(state): State<SandboxState>,
     Path(phone): Path<String>,
 ) -> Json<serde_json::Value> {
-    tokio::time::sleep(state.latency).await;
+    state.delay().await;
     Json(fake::diretrix_body(&format!("+55{phone}")))
 }
 
@@ -163,7 +174,7 @@ async fn diretrix_email(
     State(state): State<SandboxState>,
     Path(email): Path<String>,
 ) -> Json<serde_json::Value> {
-    tokio::time::sleep(state.latency).await;
+    state.delay().await;
     Json(fake::diretrix_body(&email))
 }
 
@@ -176,7 +187,7 @@ async fn work_api(
     State(state): State<SandboxState>,
     Query(q): Query<WorkQuery>,
 ) -> Json<serde_json::Value> {
-    tokio::time::sleep(state.latency).await;
+    state.delay().await;
     match q.consulta {
         Some(cpf) => Json(fake::work_api_body(&cpf)),
         None => Json(serde_json::json!({"status": 400, "reason": "consulta is required"})),

@@ -39,6 +39,11 @@ both_backends!(
             claimed.payload,
             json!({"id": "lead-a", "hook_action": "update"})
         );
+        assert_eq!(
+            claimed.lead_event,
+            Some(lead_event(Source::C2s, "lead-a", T1).to_stored()),
+            "the lead event is stored beside the raw payload"
+        );
         assert_eq!(claimed.attempts, 0);
         assert_eq!(claimed.contact_set, None);
         assert_eq!(claimed.message, None);

@@ -161,10 +161,10 @@ both_backends!(
         let store = db.store().await;
         insert(&store, new_event("lead-a", T1)).await;
 
-        let other_source = NewEvent {
-            source: "other-crm",
-            ..new_event("lead-a", T1)
-        };
+        let other_source = NewEvent::new(
+            lead_event(Source::GoogleAds, "lead-a", T1),
+            json!({"id": "lead-a"}),
+        );
         insert(&store, other_source).await;
 
         assert_eq!(store.events(None, 10).await.unwrap().len(), 2);

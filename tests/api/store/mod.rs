@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use enricher::domain::contact_key::ContactKind;
 use enricher::domain::{ContactKey, Cpf, Email, LeadId, Person, Phone};
+use enricher::event::{Action, LeadEvent, Source};
 use enricher::providers::work_api::WorkApiAnswer;
 use enricher::store::{
     ClaimedEvent, DynStore, Erasure, EventRecord, EventState, Finish, InsertOutcome, LeadLink,
@@ -45,14 +46,22 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
-fn new_event(lead: &str, event_at: OffsetDateTime) -> NewEvent {
-    NewEvent {
-        source: SOURCE,
-        lead_id: LeadId::parse(lead).unwrap(),
+fn lead_event(source: Source, lead: &str, event_at: OffsetDateTime) -> LeadEvent {
+    LeadEvent::new(
+        source,
+        LeadId::parse(lead).unwrap(),
+        Action::Other {
+            name: "update".into(),
+        },
         event_at,
-        action: "update".to_owned(),
-        payload: json!({"id": lead, "hook_action": "update"}),
-    }
+    )
+}
+
+fn new_event(lead: &str, event_at: OffsetDateTime) -> NewEvent {
+    NewEvent::new(
+        lead_event(Source::C2s, lead, event_at),
+        json!({"id": lead, "hook_action": "update"}),
+    )
 }
 
 /// Inserts one event and returns its id, failing the test unless it was accepted.

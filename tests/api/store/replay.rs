@@ -1,4 +1,5 @@
-//! Replaying dead events and reading a lead's latest payload.
+//! Replaying dead events, reading a lead's latest lead event, and converting rows stored
+//! before lead events.
 
 use super::*;
 
@@ -164,41 +165,131 @@ both_backends!(
 );
 
 // ---------------------------------------------------------------------------------------------
-// latest_event_payload
+// latest_event
 
 both_backends!(
-    the_latest_event_payload_is_that_of_the_leads_latest_event,
+    the_latest_event_is_that_of_the_leads_latest_event_that_still_has_one,
     |backend| async move {
         let db = TestDb::new(backend).await;
         let store = db.store().await;
-        let with_payload = |lead: &str, at, v: i64| NewEvent {
-            payload: json!({"id": lead, "v": v}),
-            ..new_event(lead, at)
+        let named = |source, lead: &str, at, name: &str| {
+            let mut event = lead_event(source, lead, at);
+            event.customer.name = Some(name.to_owned());
+            NewEvent::new(event, json!({"id": lead}))
         };
-        insert(&store, with_payload("lead-a", T2, 2)).await;
+        insert(&store, named(Source::C2s, "lead-a", T2, "second")).await;
         // Arrives later (a greater id) but happened earlier.
-        insert(&store, with_payload("lead-a", T1, 1)).await;
-        insert(&store, with_payload("lead-b", T3, 3)).await;
-        let other_source = NewEvent {
-            source: "other-crm",
-            ..with_payload("lead-a", T4, 4)
-        };
-        insert(&store, other_source).await;
+        insert(&store, named(Source::C2s, "lead-a", T1, "first")).await;
+        insert(&store, named(Source::C2s, "lead-b", T3, "other lead")).await;
+        insert(
+            &store,
+            named(Source::GoogleAds, "lead-a", T4, "other source"),
+        )
+        .await;
+        let name_of = |event: Option<LeadEvent>| event.and_then(|e| e.customer.name);
+        let lead_a = LeadId::parse("lead-a").unwrap();
 
         assert_eq!(
-            store.latest_event_payload(SOURCE, "lead-a").await.unwrap(),
-            Some(json!({"id": "lead-a", "v": 2}))
+            name_of(store.latest_event(Source::C2s, &lead_a).await.unwrap()).as_deref(),
+            Some("second")
         );
         assert_eq!(
+            name_of(
+                store
+                    .latest_event(Source::GoogleAds, &lead_a)
+                    .await
+                    .unwrap()
+            )
+            .as_deref(),
+            Some("other source")
+        );
+        let lead_z = LeadId::parse("lead-z").unwrap();
+        assert!(
             store
-                .latest_event_payload("other-crm", "lead-a")
+                .latest_event(Source::C2s, &lead_z)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+);
+
+both_backends!(
+    rows_from_before_lead_events_are_converted_once_and_erased_ones_never,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let webhook = |lead: &str, action: &str| {
+            json!({"id": lead, "hook_action": action, "attributes": {
+                "updated_at": "2026-11-20T17:03:11Z",
+                "customer": {"name": "Ana", "phone": "11987654321"}}})
+        };
+        let old = insert(
+            &store,
+            NewEvent::new(
+                lead_event(Source::C2s, "lead-a", T1),
+                webhook("lead-a", "on_update_lead"),
+            ),
+        )
+        .await;
+        let refresh = insert(
+            &store,
+            NewEvent::new(
+                lead_event(Source::C2s, "lead-c", T2),
+                webhook("lead-c", "on_update_lead"),
+            ),
+        )
+        .await;
+        let erased = insert(
+            &store,
+            NewEvent::new(
+                lead_event(Source::C2s, "lead-b", T1),
+                json!({"id": "lead-b", "erased": true}),
+            ),
+        )
+        .await;
+        // As a version without the column left them: no lead event; one queued as a refresh
+        // (each on a lead of its own, so one claim takes them all).
+        db.execute("UPDATE webhook_inbox SET lead_event = NULL")
+            .await;
+        db.execute(&format!(
+            "UPDATE webhook_inbox SET action = 'refresh' WHERE id = {refresh}"
+        ))
+        .await;
+
+        assert_eq!(
+            enricher::intake::convert_stored_events(store.as_ref())
                 .await
                 .unwrap(),
-            Some(json!({"id": "lead-a", "v": 4}))
+            2
         );
         assert_eq!(
-            store.latest_event_payload(SOURCE, "lead-z").await.unwrap(),
-            None
+            enricher::intake::convert_stored_events(store.as_ref())
+                .await
+                .unwrap(),
+            0
+        );
+        let claimed = store.claim_events(10, LONG_LEASE).await.unwrap();
+        let event_of = |id: i64| {
+            claimed
+                .iter()
+                .find(|e| e.id == id)
+                .unwrap()
+                .lead_event
+                .as_ref()
+                .map(|e| LeadEvent::from_stored(e).unwrap())
+        };
+        let converted = event_of(old).unwrap();
+        assert_eq!(converted.action, Action::Update);
+        assert_eq!(
+            converted.customer.phone,
+            Some(Phone::parse("11987654321").unwrap())
+        );
+        assert_eq!(converted.at, datetime!(2026-11-20 17:03:11 UTC));
+        assert_eq!(event_of(refresh).unwrap().action, Action::Refresh);
+        assert!(
+            event_of(erased).is_none(),
+            "an erased row is left to end as erased"
         );
     }
 );

@@ -1,0 +1,659 @@
+//! Hit-path benchmark: `cargo bench --bench hit_path`. Needs Postgres on the loopback
+//! (`TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`); it creates and
+//! drops a database of its own.
+//!
+//! Quick by default (20 000 parties, 1 000 webhooks per figure: about a minute after the
+//! build); the full run of BENCHMARKS.md is
+//! `BENCH_PARTIES=1000000 BENCH_HITS=5000 cargo bench --bench hit_path`.
+//!
+//! 1. **Decode cost of a packed person**: what a memory hit pays to turn the cached compact
+//!    JSON back into a `Person`, against cloning the cached handle (the baseline) and cloning a
+//!    `Person` struct (what a cache of structs would pay).
+//! 2. **Data set**: `BENCH_PARTIES` parties with synthetic valid CPFs, 2.6 contacts each (a
+//!    phone a lookup found, the same phone listed in the person data, and for 60 % of them an
+//!    e-mail a lookup found) and one enrichment each, written by `generate_series` in SQL;
+//!    then `ANALYZE`, and the plans of the two hit-path queries (`EXPLAIN ANALYZE`).
+//! 3. **Hit path end to end**: webhook sent → message received by the sandbox CRM (sandbox
+//!    latency 0), at `BENCH_RATE` webhooks/s (500) from an open-loop generator on a thread and
+//!    runtime of its own: p50/p95/p99/max for memory hits (the parties resolved into memory
+//!    first) and for database hits (parties never read before, memory empty for them). Each
+//!    webhook carries one phone, so each event is one contact lookup and one person lookup.
+//!    The figures come for the service as configured by default ("after") and with the
+//!    settings of the previous release ("before"), in alternating rounds of the same run.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::machine::{cpu_model, load_average};
+use common::stats::{Stats, human, row};
+use enricher::config::{AppEnv, Settings};
+use enricher::domain::{ContactKey, Cpf, Person, Phone};
+use enricher::metrics::LookupKind;
+use enricher::resolution::packed::PackedPerson;
+use enricher::startup::Application;
+use enricher::state::AppState;
+use enricher::store::Lookup;
+use serde_json::Value;
+use sqlx::Connection;
+use time::OffsetDateTime;
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Before/after rounds; each round measures every configuration once, in turn.
+const ROUNDS: usize = 2;
+/// Webhooks sent before each configuration's figures, not measured (connections, caches).
+const WARMUP: usize = 50;
+/// How long the last message of a phase may take to arrive.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The configurations compared: name and the settings that make it.
+const CONFIGS: [(&str, &[(&str, &str)]); 2] = [
+    (
+        "before",
+        &[
+            ("ENRICHER__SERVER__GROUP_COMMIT_WAIT_US", "1000"),
+            ("ENRICHER__DATABASE__ASYNC_COMMIT_STEPS", "false"),
+        ],
+    ),
+    ("after", &[]),
+];
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    // `cargo test --all-targets` runs this binary too, without --bench, in a debug build
+    // where the figures would mean nothing.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("hit_path: skipped outside `cargo bench`");
+        return;
+    }
+    let parties = env_usize("BENCH_PARTIES", 20_000);
+    let hits = env_usize("BENCH_HITS", 1_000);
+    let rate = env_usize("BENCH_RATE", 500);
+    let needed = ROUNDS * CONFIGS.len() * (2 * hits + WARMUP);
+    assert!(
+        parties >= needed,
+        "BENCH_PARTIES={parties} is too few for BENCH_HITS={hits}: at least {needed}"
+    );
+    println!("Enricher hit-path benchmark (cargo bench --bench hit_path)");
+    println!(
+        "machine: {} cores, {}; {}; load average at start {:.2}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model(),
+        if cfg!(debug_assertions) {
+            "debug build (figures meaningless)"
+        } else {
+            "optimized build"
+        },
+        load_average()
+    );
+
+    decode_cost();
+
+    // The service's runtime as `main.rs` builds it: one worker thread per core.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        match common::postgres::postgres_admin().await {
+            Ok((admin_url, mut admin)) => {
+                common::postgres::with_throwaway_database(&admin_url, &mut admin, move |url| {
+                    end_to_end(url, parties, hits, rate)
+                })
+                .await;
+            }
+            Err(why) => println!("\n## 2-3. Hit path (Postgres): skipped, {why}"),
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Decode cost of a packed person.
+
+fn fixture_person() -> Person {
+    // The person `tests/fixtures/work_api_person.json` reads into.
+    Person::sample()
+}
+
+fn decode_cost() {
+    println!("\n## 1. Decode cost of a packed person (per memory hit)");
+    let person = fixture_person();
+    let packed = PackedPerson::pack(&person);
+    println!(
+        "  the fixture person packed: {} bytes of compact JSON",
+        packed.len()
+    );
+    type Op<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let ops: [Op<'_>; 3] = [
+        (
+            "clone the cached handle (Arc, baseline)",
+            Box::new(|| {
+                std::hint::black_box(packed.clone());
+            }),
+        ),
+        (
+            "unpack: compact JSON -> Person",
+            Box::new(|| {
+                std::hint::black_box(packed.unpack().expect("unpacks"));
+            }),
+        ),
+        (
+            "clone a Person struct (a cache of structs)",
+            Box::new(|| {
+                std::hint::black_box(person.clone());
+            }),
+        ),
+    ];
+    // Interleaved samples of 1 000 operations each, so noise hits all three alike.
+    const SAMPLES: usize = 300;
+    const PER_SAMPLE: usize = 1_000;
+    let mut times = vec![Vec::with_capacity(SAMPLES); ops.len()];
+    for (_, op) in &ops {
+        for _ in 0..PER_SAMPLE {
+            op();
+        }
+    }
+    for _ in 0..SAMPLES {
+        for (i, (_, op)) in ops.iter().enumerate() {
+            let start = Instant::now();
+            for _ in 0..PER_SAMPLE {
+                op();
+            }
+            times[i].push(start.elapsed().as_nanos() as f64 / PER_SAMPLE as f64);
+        }
+    }
+    let stats: Vec<Stats> = times.into_iter().map(Stats::of).collect();
+    for (i, ((name, _), s)) in ops.iter().zip(&stats).enumerate() {
+        row(name, *s, (i > 0).then(|| s.median / stats[0].median));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. The data set.
+
+/// The CPF of party `i` (from 1): nine digits `100000000 + i` and their check digits. The same
+/// computation in SQL below, checked against `Cpf::from_base` for a few parties.
+fn cpf_of(i: usize) -> Cpf {
+    let mut base = [0u8; 9];
+    let mut x = 100_000_000 + i;
+    for d in base.iter_mut().rev() {
+        *d = (x % 10) as u8;
+        x /= 10;
+    }
+    Cpf::from_base(base)
+}
+
+/// The phone a lookup found for party `i`, as a sender writes it.
+fn phone_of(i: usize) -> String {
+    format!("(11) 9{:08}", 10_000_000 + i)
+}
+
+const CPF_FUNCTION: &str = "
+CREATE FUNCTION bench_cpf(n bigint) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE b text := lpad(n::text, 9, '0'); s1 int := 0; s2 int := 0; d1 int; d2 int;
+BEGIN
+  FOR i IN 1..9 LOOP
+    s1 := s1 + substr(b, i, 1)::int * (11 - i);
+    s2 := s2 + substr(b, i, 1)::int * (12 - i);
+  END LOOP;
+  d1 := s1 % 11; d1 := CASE WHEN d1 < 2 THEN 0 ELSE 11 - d1 END;
+  s2 := s2 + d1 * 2;
+  d2 := s2 % 11; d2 := CASE WHEN d2 < 2 THEN 0 ELSE 11 - d2 END;
+  RETURN b || d1 || d2;
+END $$";
+
+/// Writes the data set; returns the time it took.
+async fn generate(url: &str, parties: usize) -> Duration {
+    let started = Instant::now();
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connects");
+    // Loading only: nothing is lost if this session's commits are flushed a little later.
+    for sql in [
+        "SET synchronous_commit = off",
+        "SET maintenance_work_mem = '256MB'",
+        CPF_FUNCTION,
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.expect("setup");
+    }
+    for i in [1, 7, parties / 2, parties] {
+        let sql: String = sqlx::query_scalar("SELECT bench_cpf(100000000 + $1)")
+            .bind(i as i64)
+            .fetch_one(&mut conn)
+            .await
+            .expect("cpf");
+        assert_eq!(
+            sql,
+            cpf_of(i).as_str(),
+            "SQL and Rust agree on party {i}'s CPF"
+        );
+    }
+    let phone = Phone::parse(&phone_of(1)).expect("phone");
+    let key = ContactKey::Phone(phone);
+    assert_eq!(key.value(), "+5511910000001", "stored form of a phone");
+
+    let mut template = fixture_person();
+    template.name = Some("__NAME__".to_owned());
+    // The CPF is a typed value: swap its serialized form for the placeholder.
+    let data = serde_json::to_string(&template)
+        .expect("serializes")
+        .replace(&format!("\"{}\"", template.cpf.as_str()), "\"__CPF__\"");
+    let statements: [(&str, &str); 5] = [
+        (
+            "parties",
+            "INSERT INTO core.parties (id, cpf, name)
+             SELECT i, bench_cpf(100000000 + i), 'PESSOA SINTETICA ' || i
+               FROM generate_series(1, $1::bigint) i",
+        ),
+        (
+            "enrichments",
+            "INSERT INTO core.party_enrichments (party_id, provider, raw, data)
+             SELECT id, 'work_api', '{}'::jsonb,
+                    replace(replace($2, '__CPF__', cpf), '__NAME__', name)::jsonb
+               FROM core.parties WHERE $1::bigint > 0",
+        ),
+        (
+            "contacts: phones a lookup found",
+            "INSERT INTO core.party_contacts (party_id, kind, value, source)
+             SELECT id, 'phone', '+55119' || (10000000 + id), 'lookup'
+               FROM core.parties WHERE $1::bigint > 0",
+        ),
+        (
+            "contacts: phones in the person data",
+            "INSERT INTO core.party_contacts (party_id, kind, value, source)
+             SELECT id, 'phone', '+55119' || (10000000 + id), 'person'
+               FROM core.parties WHERE $1::bigint > 0",
+        ),
+        (
+            "contacts: e-mails a lookup found (60 %)",
+            "INSERT INTO core.party_contacts (party_id, kind, value, source)
+             SELECT id, 'email', 'pessoa' || id || '@example.com', 'lookup'
+               FROM core.parties WHERE id % 10 < 6 AND $1::bigint > 0",
+        ),
+    ];
+    for (what, sql) in statements {
+        let t = Instant::now();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(parties as i64)
+            .bind(&data)
+            .execute(&mut conn)
+            .await
+            .expect("generates");
+        println!("  {what}: {:.1} s", t.elapsed().as_secs_f64());
+    }
+    sqlx::query("SELECT setval('core.parties_id_seq', (SELECT max(id) FROM core.parties))")
+        .execute(&mut conn)
+        .await
+        .expect("setval");
+    let t = Instant::now();
+    sqlx::query("VACUUM ANALYZE")
+        .execute(&mut conn)
+        .await
+        .expect("VACUUM ANALYZE");
+    println!("  VACUUM ANALYZE: {:.1} s", t.elapsed().as_secs_f64());
+    let (p, c, e): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM core.parties), (SELECT count(*) FROM core.party_contacts),
+                (SELECT count(*) FROM core.party_enrichments)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("counts");
+    let size: String =
+        sqlx::query_scalar("SELECT pg_size_pretty(pg_database_size(current_database()))")
+            .fetch_one(&mut conn)
+            .await
+            .expect("size");
+    println!("  loaded: {p} parties, {c} contacts, {e} enrichments; database {size}");
+    started.elapsed()
+}
+
+/// The plans of the two queries a database hit runs (the store's `find_contact` and
+/// `find_person`), for a party in the middle of the table.
+async fn plans(url: &str, parties: usize) {
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connects");
+    let i = parties / 2 + 1;
+    let phone = format!("+55119{}", 10_000_000 + i);
+    let cpf = cpf_of(i);
+    let queries: [(&str, String, &str); 2] = [
+        (
+            "contact -> CPF (find_contact)",
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
+             SELECT p.cpf FROM core.party_contacts c JOIN core.parties p ON p.id = c.party_id
+              WHERE c.kind = $1 AND c.value = $2 AND c.source = 'lookup'
+              ORDER BY c.created_at DESC, c.id DESC LIMIT 1"
+                .to_owned(),
+            "phone",
+        ),
+        (
+            "CPF -> person (find_person)",
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
+             SELECT e.data, e.fetched_at FROM core.party_enrichments e
+               JOIN core.parties p ON p.id = e.party_id
+              WHERE p.cpf = $1 AND e.fetched_at >= now() - interval '30 days'
+              ORDER BY e.fetched_at DESC, e.id DESC LIMIT 1"
+                .to_owned(),
+            "",
+        ),
+    ];
+    for (name, sql, kind) in queries {
+        let q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        let q = if kind.is_empty() {
+            q.bind(cpf.as_str().to_owned())
+        } else {
+            q.bind(kind.to_owned()).bind(phone.clone())
+        };
+        let lines: Vec<String> = q.fetch_all(&mut conn).await.expect("EXPLAIN");
+        println!("plan, {name}:");
+        for l in lines {
+            println!("    {l}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. End to end.
+
+/// Parties in a scattered order, so that database hits land all over the tables.
+fn scattered(parties: usize) -> impl Iterator<Item = usize> {
+    // A multiplier coprime with the count visits every party once.
+    let step = (0.618_034 * parties as f64) as usize | 1;
+    let step = (step..)
+        .find(|s| gcd(*s, parties) == 1)
+        .expect("a coprime step");
+    (0..parties).map(move |k| (k * step) % parties + 1)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+async fn end_to_end(url: String, parties: usize, hits: usize, rate: usize) {
+    println!(
+        "\n## 2. Data set: {parties} parties, {} contacts, {parties} enrichments",
+        parties * 26 / 10
+    );
+    let took = generate(&url, parties).await;
+    println!("  generated in {:.1} s", took.as_secs_f64());
+    plans(&url, parties).await;
+
+    println!(
+        "\n## 3. Hit path end to end (webhook sent -> message at the sandbox CRM, latency 0), \
+         {rate} webhooks/s, {hits} per figure, {ROUNDS} rounds"
+    );
+    for (name, vars) in CONFIGS {
+        let shown: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "  {name}: {}",
+            if shown.is_empty() {
+                "the defaults".to_owned()
+            } else {
+                shown.join(" ")
+            }
+        );
+    }
+    let mut order = scattered(parties);
+    let mut figures: HashMap<(usize, &str), (Vec<f64>, Vec<f64>)> = HashMap::new();
+    for round in 0..ROUNDS {
+        for (c, (name, vars)) in CONFIGS.iter().enumerate() {
+            let warm: Vec<usize> = order.by_ref().take(WARMUP).collect();
+            let memory: Vec<usize> = order.by_ref().take(hits).collect();
+            let database: Vec<usize> = order.by_ref().take(hits).collect();
+            let load = load_average();
+            let (mem, db) =
+                one_configuration(&url, vars, rate, round, &warm, &memory, &database).await;
+            println!(
+                "  round {} {name:<7} memory hits p50 {:>8} p99 {:>8}; database hits p50 {:>8} p99 {:>8}  (load {load:.1})",
+                round + 1,
+                human(Stats::of(mem.0.clone()).median),
+                human(Stats::of(mem.0.clone()).p99),
+                human(Stats::of(db.0.clone()).median),
+                human(Stats::of(db.0.clone()).p99),
+            );
+            for (kind, (e2e, ack)) in [(0, mem), (1, db)] {
+                let entry = figures.entry((kind, CONFIGS[c].0)).or_default();
+                entry.0.extend(e2e);
+                entry.1.extend(ack);
+            }
+        }
+    }
+    println!("\nall rounds together (webhook sent -> message received):");
+    for (kind, label) in [(0, "memory hits"), (1, "database hits")] {
+        let before = Stats::of(figures[&(kind, "before")].0.clone());
+        for (name, _) in CONFIGS {
+            let (e2e, ack) = &figures[&(kind, name)];
+            let s = Stats::of(e2e.clone());
+            row(
+                &format!("{label}, {name}"),
+                s,
+                (name != "before").then(|| s.p99 / before.p99),
+            );
+            println!(
+                "  {:<44} max {:>9}; of which the 202: p50 {:>9} p99 {:>9}",
+                "",
+                human(s.max),
+                human(Stats::of(ack.clone()).median),
+                human(Stats::of(ack.clone()).p99)
+            );
+        }
+    }
+    let memory = Stats::of(figures[&(0, "after")].0.clone());
+    let database = Stats::of(figures[&(1, "after")].0.clone());
+    println!(
+        "\n(ratios above: p99 against the p99 of \"before\")\ntarget memory-hit p99 <= 5 ms: {} ({}); database-hit p99 <= 15 ms: {} ({})",
+        if memory.p99 <= 5e6 {
+            "reached"
+        } else {
+            "missed"
+        },
+        human(memory.p99),
+        if database.p99 <= 15e6 {
+            "reached"
+        } else {
+            "missed"
+        },
+        human(database.p99),
+    );
+}
+
+/// Builds the application with `vars`, runs the warm-up, the memory-hit figure and the
+/// database-hit figure, stops it. Returns (end-to-end ns, 202 ns) for each figure.
+async fn one_configuration(
+    url: &str,
+    extra: &[(&str, &str)],
+    rate: usize,
+    round: usize,
+    warm: &[usize],
+    memory: &[usize],
+    database: &[usize],
+) -> ((Vec<f64>, Vec<f64>), (Vec<f64>, Vec<f64>)) {
+    let mut vars: HashMap<String, String> = [
+        ("DATABASE_URL", url.to_owned()),
+        ("PORT", "0".to_owned()),
+        ("ENRICHER__METRICS__PORT", "0".to_owned()),
+        ("ENRICHER__SERVER__HOST", "127.0.0.1".to_owned()),
+        ("ENRICHER__SANDBOX__ENABLED", "true".to_owned()),
+        ("ENRICHER__SANDBOX__LATENCY_MS", "0".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in extra {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let settings = Settings::load_from(AppEnv::Development, &config, &vars).expect("settings");
+    let app = Application::build(settings)
+        .await
+        .expect("application builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    let shutdown = app.shutdown_token();
+    let running = tokio::spawn(app.run_until_stopped());
+
+    send(&state, &base, rate, round, warm).await;
+    for &i in memory {
+        let key = ContactKey::Phone(Phone::parse(&phone_of(i)).expect("phone"));
+        let (found, _) = state.resolver.contact(&key).await.expect("contact");
+        let Lookup::Found(cpf) = found else {
+            panic!("party {i}'s phone is in the data set")
+        };
+        state.resolver.person(&cpf).await.expect("person");
+    }
+    let before_mem = counts(&state);
+    let mem = send(&state, &base, rate, round, memory).await;
+    let after_mem = counts(&state);
+    let db = send(&state, &base, rate, round, database).await;
+    let after_db = counts(&state);
+    // Each figure must have been what it says: every lookup a hit of its tier.
+    assert_eq!(
+        (after_mem.0 - before_mem.0, after_mem.1 - before_mem.1),
+        (2 * memory.len() as u64, 0),
+        "memory-hit figure: lookups (memory, database)"
+    );
+    assert_eq!(
+        (after_db.0 - after_mem.0, after_db.1 - after_mem.1),
+        (0, 2 * database.len() as u64),
+        "database-hit figure: lookups (memory, database)"
+    );
+    shutdown.cancel();
+    running
+        .await
+        .expect("application task")
+        .expect("application stopped cleanly");
+    (mem, db)
+}
+
+/// (memory hits, database hits) over both kinds of lookup, and no provider call at all.
+fn counts(state: &AppState) -> (u64, u64) {
+    let c = state.metrics.tier_counts(LookupKind::Contact);
+    let p = state.metrics.tier_counts(LookupKind::Cpf);
+    assert_eq!(
+        c.provider_call + p.provider_call,
+        0,
+        "a hit path calls no provider"
+    );
+    (c.memory_hit + p.memory_hit, c.database_hit + p.database_hit)
+}
+
+/// Sends one webhook per party at `rate` per second from a thread and runtime of its own, then
+/// waits until the sandbox CRM received each one's message. Returns the end-to-end and the 202
+/// latencies, in nanoseconds.
+async fn send(
+    state: &AppState,
+    base: &str,
+    rate: usize,
+    round: usize,
+    parties: &[usize],
+) -> (Vec<f64>, Vec<f64>) {
+    let template: Value = serde_json::from_str(include_str!("../examples/c2s_webhook_create.json"))
+        .expect("example webhook is JSON");
+    let bodies: Vec<(String, String)> = parties
+        .iter()
+        .map(|&i| {
+            let lead = format!("hit{round}x{i:012}");
+            let mut event = template.clone();
+            event["id"] = Value::from(lead.clone());
+            event["attributes"]["customer"]["phone"] = Value::from(phone_of(i));
+            // One contact per event: a phone, so one contact and one person lookup.
+            event["attributes"]["customer"]
+                .as_object_mut()
+                .expect("customer")
+                .remove("email");
+            (lead, serde_json::to_string(&event).expect("serializes"))
+        })
+        .collect();
+    let url = format!("{base}/api/v1/webhooks/c2s");
+    let n = bodies.len();
+    let generator = std::thread::spawn(move || generate_load(url, rate, bodies));
+
+    let sandbox = state.sandbox.clone().expect("sandbox on");
+    let mut received: HashMap<String, OffsetDateTime> = HashMap::with_capacity(n);
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    let mut sent: Option<Vec<(String, OffsetDateTime, f64)>> = None;
+    let mut generator = Some(generator);
+    loop {
+        // The sandbox keeps its last 1 000 messages; at 500/s, 100 ms is 50 of them.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for m in sandbox.messages() {
+            if m.lead_id.starts_with(&format!("hit{round}x")) {
+                received.entry(m.lead_id).or_insert(m.received_at);
+            }
+        }
+        if sent.is_none() && generator.as_ref().is_some_and(|g| g.is_finished()) {
+            sent = Some(generator.take().expect("once").join().expect("generator"));
+        }
+        if let Some(sent) = &sent {
+            if sent.iter().all(|(lead, _, _)| received.contains_key(lead)) {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} messages arrived within {DRAIN_DEADLINE:?}",
+            received.len()
+        );
+    }
+    let sent = sent.expect("joined");
+    let e2e = sent
+        .iter()
+        .map(|(lead, at, _)| (received[lead] - *at).whole_nanoseconds() as f64)
+        .collect();
+    let acks = sent.iter().map(|(_, _, ack)| *ack).collect();
+    (e2e, acks)
+}
+
+/// The open-loop load generator: one request every 1/`rate` s whether or not the earlier ones
+/// were answered. Returns, per request: its lead, when it was sent, how long its 202 took.
+fn generate_load(
+    url: String,
+    rate: usize,
+    bodies: Vec<(String, String)>,
+) -> Vec<(String, OffsetDateTime, f64)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("generator runtime");
+    runtime.block_on(async move {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("http client");
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut tasks = tokio::task::JoinSet::new();
+        let url = Arc::new(url);
+        for (lead, body) in bodies {
+            tick.tick().await;
+            let (client, url) = (client.clone(), url.clone());
+            tasks.spawn(async move {
+                let at = OffsetDateTime::now_utc();
+                let start = Instant::now();
+                let response = client
+                    .post(url.as_str())
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("POST webhook");
+                assert_eq!(response.status(), 202);
+                response.bytes().await.expect("intake body");
+                (lead, at, start.elapsed().as_nanos() as f64)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            out.push(done.expect("request task"));
+        }
+        out
+    })
+}
