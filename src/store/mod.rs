@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::config::DatabaseSettings;
 use crate::domain::contact_key::ContactKind;
-use crate::domain::{ContactKey, Cpf, LeadId, Person};
+use crate::domain::{Candidates, ContactKey, Cpf, LeadId, Person};
 use crate::event::{LeadEvent, Source};
 
 pub use postgres::PgStore;
@@ -241,7 +241,8 @@ pub enum Replay {
 pub struct Erasure {
     /// A party with the CPF existed (and is gone).
     pub found: bool,
-    /// Contact rows of every kind and source.
+    /// Contact rows of every kind and source, and the person's rows in contact candidate
+    /// lists.
     pub contacts: u64,
     pub enrichments: u64,
     pub lead_links: u64,
@@ -251,8 +252,9 @@ pub struct Erasure {
     /// Inbox events redacted: every event of a lead linked to the party or carrying one of
     /// its contacts (in its payload or its contact set).
     pub events: u64,
-    /// The party's phone and e-mail contacts (all sources; WhatsApp rows as phones) and the
-    /// contacts of the redacted events, as canonical keys, sorted and deduplicated, for the
+    /// The party's phone and e-mail contacts (all sources; WhatsApp rows as phones), the
+    /// contacts whose candidate list named the CPF, and the contacts of the redacted events,
+    /// as canonical keys, sorted and deduplicated, for the
     /// caller to drop from memory. Rows that no longer parse are still deleted but not
     /// listed: no canonical key names them.
     pub contact_keys: Vec<ContactKey>,
@@ -585,41 +587,25 @@ pub trait People: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Every candidate the latest lookup of a contact listed (people and companies, in the
-    /// provider's order, each person with the name the lookup gave), or a remembered
-    /// not-found that has not expired; `None` when it has to be bought. A contact stored
-    /// before candidate lists were kept reads as a list of its one party, with the party's
-    /// name.
+    /// provider's order, each with the name the lookup gave), or a remembered not-found that
+    /// has not expired; `None` when it has to be bought. A contact looked up before lists
+    /// were kept reads as a list of its one lookup party, with the party's name.
     async fn find_candidates(
         &self,
         key: &ContactKey,
-    ) -> Result<Option<Lookup<crate::domain::Candidates>>, StoreError> {
-        Ok(self.find_contact(key).await?.map(|answer| match answer {
-            Lookup::Found(cpf) => Lookup::Found(crate::domain::Candidates::one(
-                crate::domain::CpfCandidate { cpf, name: None },
-            )),
-            Lookup::NotFound => Lookup::NotFound,
-        }))
-    }
+    ) -> Result<Option<Lookup<Candidates>>, StoreError>;
 
-    /// Remembers a lookup answer with every candidate, in one transaction: a party per
-    /// person listed, the contact indexed to the first person (what [`Store::find_contact`]
-    /// and warming read), and the whole list in order; or a not-found until
-    /// `negative_until`.
+    /// Remembers a lookup answer with every candidate, in one transaction: the list in
+    /// order (replacing the contact's previous one), the first person's party and the
+    /// contact indexed to it (what [`People::find_contact`], warming and erasure read), and
+    /// no remembered not-found; or a not-found until `negative_until`. Candidates other than
+    /// the first get no party until their person data is bought.
     async fn record_candidates(
         &self,
         key: &ContactKey,
-        answer: &Lookup<crate::domain::Candidates>,
+        answer: &Lookup<Candidates>,
         negative_until: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let first = match answer {
-            Lookup::Found(c) => match c.first_person() {
-                Some(p) => Lookup::Found((p.cpf.clone(), p.name.clone())),
-                None => Lookup::NotFound,
-            },
-            Lookup::NotFound => Lookup::NotFound,
-        };
-        self.record_contact(key, &first, negative_until).await
-    }
+    ) -> Result<(), StoreError>;
 
     /// The latest enrichment of a CPF fetched at or after `fresh_since`, or a remembered
     /// not-found that has not expired.

@@ -80,9 +80,13 @@ pub(super) const RECORD_COLUMNS: &str = "id, source, lead_id, event_at, action, 
      outcome, last_error, (delivered_at IS NOT NULL) AS delivered";
 
 /// The contacts for which a party is the current lookup answer: lookup rows of a phone or an
-/// e-mail that no later lookup of the same value superseded. Each dialect adds which parties.
+/// e-mail that no later lookup of the same value superseded, and whose lookup listed this one
+/// candidate only: a contact listing several is left to the database, so memory never holds
+/// a shorter list than the one a lead's choice is made from. Each dialect adds which parties.
 pub(super) const LOOKUP_CONTACTS: &str = "SELECT c.party_id, c.kind, c.value FROM party_contacts c
   WHERE c.source = 'lookup' AND c.kind IN ('phone', 'email')
+    AND (SELECT COUNT(*) FROM contact_candidates k
+          WHERE k.kind = c.kind AND k.value = c.value) <= 1
     AND NOT EXISTS (
       SELECT 1 FROM party_contacts n
        WHERE n.kind = c.kind AND n.value = c.value AND n.source = 'lookup'
@@ -202,7 +206,9 @@ macro_rules! shared_sql {
             use uuid::Uuid;
 
             use super::$store as Backend;
-            use $crate::domain::{ContactKey, Cpf, LeadId, Person};
+            use $crate::domain::{
+                Candidate, Candidates, ContactKey, Cpf, CpfCandidate, LeadId, Person,
+            };
             use $crate::event::{LeadEvent, Source};
             use $crate::store::sql::*;
             use $crate::store::types::{Claim, ContactOrigin, EventState, Outcome, Provider, Stamp};
@@ -746,6 +752,103 @@ macro_rules! shared_sql {
                     Ok(())
                 }
 
+                async fn find_candidates(
+                    &self,
+                    key: &ContactKey,
+                ) -> Result<Option<Lookup<Candidates>>, StoreError> {
+                    let (kind, value) = (key.kind().as_str(), key.value());
+                    let rows: Vec<CandidateRow> = sqlx::query_as(
+                        "SELECT cpf, cnpj, name FROM contact_candidates
+                          WHERE kind = $1 AND value = $2 ORDER BY position",
+                    )
+                    .bind(kind)
+                    .bind(value)
+                    .fetch_all(self.reads())
+                    .await?;
+                    if !rows.is_empty() {
+                        return Ok(Some(Lookup::Found(candidates_of(rows)?)));
+                    }
+                    // Looked up before candidate lists were kept: the one party it answered.
+                    let party: Option<(String, Option<String>)> = sqlx::query_as(
+                        "SELECT p.cpf, p.name FROM party_contacts c JOIN parties p ON p.id = c.party_id
+                          WHERE c.kind = $1 AND c.value = $2 AND c.source = 'lookup'
+                          ORDER BY c.created_at DESC, c.id DESC LIMIT 1",
+                    )
+                    .bind(kind)
+                    .bind(value)
+                    .fetch_optional(self.reads())
+                    .await?;
+                    if let Some((cpf, name)) = party {
+                        let cpf = parse_cpf(&cpf)?;
+                        return Ok(Some(Lookup::Found(Candidates::one(CpfCandidate { cpf, name }))));
+                    }
+                    self.negative(kind, value).await
+                }
+
+                async fn record_candidates(
+                    &self,
+                    key: &ContactKey,
+                    answer: &Lookup<Candidates>,
+                    negative_until: OffsetDateTime,
+                ) -> Result<(), StoreError> {
+                    let now = Stamp::now();
+                    let (kind, value) = (key.kind().as_str(), key.value());
+                    let mut tx = self.begin_write().await?;
+                    match answer {
+                        Lookup::Found(candidates) => {
+                            // The latest answer replaces the list whole: a shorter one must not
+                            // keep the tail of a longer one.
+                            sqlx::query(
+                                "DELETE FROM contact_candidates WHERE kind = $1 AND value = $2",
+                            )
+                            .bind(kind)
+                            .bind(value)
+                            .execute(&mut *tx)
+                            .await?;
+                            for (position, candidate) in candidates.iter().enumerate() {
+                                let (cpf, cnpj) = match candidate {
+                                    Candidate::Person(p) => (Some(p.cpf.as_str()), None),
+                                    Candidate::Company { cnpj, .. } => (None, Some(cnpj.as_str())),
+                                };
+                                sqlx::query(
+                                    "INSERT INTO contact_candidates
+                                       (kind, value, position, cpf, cnpj, name, created_at)
+                                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                                )
+                                .bind(kind)
+                                .bind(value)
+                                .bind(i32::try_from(position).unwrap_or(i32::MAX))
+                                .bind(cpf)
+                                .bind(cnpj)
+                                .bind(candidate.name())
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            // The lookup index keeps naming the first person: what
+                            // `find_contact`, warming and erasure read.
+                            if let Some(first) = candidates.first_person() {
+                                let name = first.name.as_deref();
+                                let party = upsert_party(&mut tx, &first.cpf, name, now).await?;
+                                let origin = ContactOrigin::Lookup;
+                                insert_contact(&mut tx, party, kind, value, origin, now).await?;
+                            }
+                            sqlx::query(FORGET_NEGATIVE)
+                                .bind(kind)
+                                .bind(value)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        Lookup::NotFound => {
+                            let until = Stamp(negative_until);
+                            remember_negative(&mut tx, kind, value, Provider::Diretrix, until, now)
+                                .await?;
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
                 async fn find_person(
                     &self,
                     cpf: &Cpf,
@@ -929,6 +1032,23 @@ macro_rules! shared_sql {
                             .execute(&mut *tx)
                             .await?;
                     }
+                    // The person as a candidate of any contact's list (a family phone lists
+                    // them beside others, with or without a party): the row goes, the rest of
+                    // the list stays, and memory drops those contacts' lists.
+                    let listed: Vec<(String, String)> = sqlx::query_as(
+                        "SELECT DISTINCT kind, value FROM contact_candidates WHERE cpf = $1",
+                    )
+                    .bind(cpf.as_str())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    erasure.contacts += sqlx::query("DELETE FROM contact_candidates WHERE cpf = $1")
+                        .bind(cpf.as_str())
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    erasure.contact_keys.extend(contact_keys_of(&listed));
+                    erasure.contact_keys.sort();
+                    erasure.contact_keys.dedup();
                     sqlx::query(
                         "INSERT INTO erasure_audit (at, action, cpf_hash, counts)
                          VALUES ($1, $2, $3, $4)",
@@ -1140,6 +1260,36 @@ pub(super) use shared_sql;
 /// A stored CPF read back.
 pub(super) fn parse_cpf(cpf: &str) -> Result<crate::domain::Cpf, StoreError> {
     crate::domain::Cpf::parse(cpf).map_err(|_| StoreError::Corrupt("party cpf".into()))
+}
+
+/// One stored candidate: a CPF or a CNPJ, and the name the lookup gave.
+#[derive(sqlx::FromRow)]
+pub(super) struct CandidateRow {
+    cpf: Option<String>,
+    cnpj: Option<String>,
+    name: Option<String>,
+}
+
+/// Stored candidate rows, in position order, read back into a list.
+pub(super) fn candidates_of(
+    rows: Vec<CandidateRow>,
+) -> Result<crate::domain::Candidates, StoreError> {
+    use crate::domain::{Candidate, Candidates, Cnpj, CpfCandidate};
+    rows.into_iter()
+        .map(|row| match (row.cpf, row.cnpj) {
+            (Some(cpf), None) => Ok(Candidate::Person(CpfCandidate {
+                cpf: parse_cpf(&cpf)?,
+                name: row.name,
+            })),
+            (None, Some(cnpj)) => Ok(Candidate::Company {
+                cnpj: Cnpj::parse(&cnpj)
+                    .map_err(|_| StoreError::Corrupt("candidate cnpj".into()))?,
+                name: row.name,
+            }),
+            _ => Err(StoreError::Corrupt("candidate without one id".into())),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Candidates::new)
 }
 
 /// Turns a JSON column that no longer reads as its type into [`StoreError::Corrupt`].
