@@ -20,7 +20,7 @@ use crate::pipeline::{
 
 const OTHER_PHONE: &str = "21998765432";
 
-fn with_admin(s: &mut enricher::config::Settings) {
+pub fn with_admin(s: &mut enricher::config::Settings) {
     s.admin.token = Some(ADMIN_TOKEN.to_owned().into());
 }
 
@@ -43,13 +43,13 @@ async fn deliver(app: &TestApp, id: &str, phone: &str) {
     );
 }
 
-async fn json(response: reqwest::Response, status: u16) -> Value {
+pub async fn json(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status);
     response.json().await.unwrap()
 }
 
 /// The value of one exact series in an exposition, e.g. `name{a="b"}`.
-fn series(text: &str, name_and_labels: &str) -> Option<f64> {
+pub fn series(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines().find_map(|l| {
         without_instance(l)
             .strip_prefix(name_and_labels)?
