@@ -3,6 +3,7 @@
 //! One file per section; the helpers below are shared by all of them.
 
 mod admin;
+mod candidates;
 mod claims;
 mod contacts;
 mod erasure;
