@@ -44,10 +44,10 @@ use time::OffsetDateTime;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Before/after rounds; each round measures every configuration once, in turn.
 /// Memory-hit and database-hit latencies (ms) of one configuration.
 type Latencies = (Vec<f64>, Vec<f64>);
 
+/// Before/after rounds; each round measures every configuration once, in turn.
 const ROUNDS: usize = 2;
 /// Webhooks sent before each configuration's figures, not measured (connections, caches).
 const WARMUP: usize = 50;
