@@ -21,28 +21,7 @@ impl Cpf {
         if s.is_empty() {
             return Err(DomainError::Empty);
         }
-        let mut digits = [0u8; 11];
-        let mut len = 0usize;
-        for c in s.chars() {
-            match c {
-                '0'..='9' => {
-                    if len == digits.len() {
-                        return Err(DomainError::InvalidCpf("more than 11 digits"));
-                    }
-                    digits[len] = c as u8 - b'0';
-                    len += 1;
-                }
-                '.' | '-' | ' ' => {}
-                _ => {
-                    return Err(DomainError::InvalidCpf(
-                        "contains characters other than digits, dots and dashes",
-                    ));
-                }
-            }
-        }
-        if len == 0 {
-            return Err(DomainError::Empty);
-        }
+        let (digits, len) = Self::read_digits(s)?;
         if len != digits.len() {
             return Err(DomainError::InvalidCpf("must have 11 digits"));
         }
@@ -62,6 +41,20 @@ impl Cpf {
                 "in scientific notation: digits were lost",
             ));
         }
+        let (mut digits, len) = Self::read_digits(s)?;
+        // Fewer than 3 digits left is not a CPF that lost zeros but a stray number.
+        if len < 3 {
+            return Err(DomainError::InvalidCpf("must have 11 digits"));
+        }
+        let zeros = digits.len() - len;
+        digits.copy_within(..len, zeros);
+        digits[..zeros].fill(0);
+        Cpf::from_digits(digits)
+    }
+
+    /// The digits of a CPF as typed, left-aligned, and how many there are: dots, dashes and
+    /// spaces are skipped; anything else, or more than 11 digits, is refused.
+    fn read_digits(s: &str) -> Result<([u8; 11], usize), DomainError> {
         let mut digits = [0u8; 11];
         let mut len = 0usize;
         for c in s.chars() {
@@ -84,14 +77,7 @@ impl Cpf {
         if len == 0 {
             return Err(DomainError::Empty);
         }
-        // Fewer than 3 digits left is not a CPF that lost zeros but a stray number.
-        if len < 3 {
-            return Err(DomainError::InvalidCpf("must have 11 digits"));
-        }
-        let zeros = digits.len() - len;
-        digits.copy_within(..len, zeros);
-        digits[..zeros].fill(0);
-        Cpf::from_digits(digits)
+        Ok((digits, len))
     }
 
     /// Why this CPF cannot be trusted as anyone's, or `None`: filler values pass the check

@@ -14,9 +14,10 @@
 //! - `enrichment`: the enrichment message (several lines, printed as rendered), or none.
 
 use minijinja::value::Value;
-use minijinja::{AutoEscape, Environment, UndefinedBehavior, context};
+use minijinja::{Environment, context};
 
 use super::MessageError;
+use super::render::{Flatten, plain_text_env};
 
 /// The default template, also shipped under `config/templates/` for operators.
 pub const DEFAULT_TEMPLATE: &str =
@@ -67,33 +68,9 @@ impl DescriptionRenderer {
     /// Compiles the template and renders sample data through it, so a broken operator
     /// template stops startup instead of failing every lead.
     pub fn new(template_source: String) -> Result<Self, MessageError> {
-        let mut env = Environment::new();
-        // Plain text: HTML escaping would turn "&" into "&amp;".
-        env.set_auto_escape_callback(|_| AutoEscape::None);
-        env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
-        // Debug info would copy the context (personal data) into errors.
-        env.set_debug(false);
         // A form answer must not add lines (a fake section) or reorder the text; the
         // enrichment is our own rendered text and is marked safe to keep its lines.
-        env.set_formatter(|out, state, value| match value.as_str() {
-            Some(text) if !value.is_safe() && crate::domain::text::has_hidden_controls(text) => {
-                minijinja::escape_formatter(
-                    out,
-                    state,
-                    &Value::from(crate::domain::text::single_line(text)),
-                )
-            }
-            _ => minijinja::escape_formatter(out, state, value),
-        });
-        env.set_syntax(
-            minijinja::syntax::SyntaxConfig::builder()
-                .trim_blocks(true)
-                .lstrip_blocks(true)
-                .build()
-                .expect("default syntax config is valid"),
-        );
-        env.add_template_owned(TEMPLATE_NAME, template_source)
-            .map_err(|e| MessageError::Template(e.to_string()))?;
+        let env = plain_text_env(TEMPLATE_NAME, template_source, Flatten::AllButSafe)?;
         let renderer = DescriptionRenderer {
             env,
             max_chars: DEFAULT_MAX_CHARS,

@@ -50,37 +50,7 @@ impl MessageRenderer {
     /// sample data (a misspelt variable printed unguarded), are reported as `Template`, so a
     /// bad operator template stops the service at startup instead of failing every lead.
     pub fn new(template_source: String) -> Result<Self, MessageError> {
-        let mut env = Environment::new();
-        // Plain text for a CRM note: HTML escaping would turn "&" into "&amp;".
-        env.set_auto_escape_callback(|_| AutoEscape::None);
-        // Printing an undefined variable is an error (catches typos in operator templates),
-        // while `{% if missing %}` stays allowed.
-        env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
-        // Debug info would copy the context (personal data) into errors.
-        env.set_debug(false);
-        // Every value printed comes from a sender or a provider: none may add a line (a fake
-        // "DADOS PESSOAIS" block) or reorder the text with bidi controls. The template's own
-        // newlines are untouched; only what `{{ … }}` prints is flattened.
-        env.set_formatter(|out, state, value| match value.as_str() {
-            Some(text) if crate::domain::text::has_hidden_controls(text) => {
-                minijinja::escape_formatter(
-                    out,
-                    state,
-                    &Value::from(crate::domain::text::single_line(text)),
-                )
-            }
-            _ => minijinja::escape_formatter(out, state, value),
-        });
-        env.set_syntax(
-            minijinja::syntax::SyntaxConfig::builder()
-                .trim_blocks(true)
-                .lstrip_blocks(true)
-                .build()
-                // The default delimiters cannot conflict, so building the config cannot fail.
-                .expect("default syntax config is valid"),
-        );
-        env.add_template_owned(TEMPLATE_NAME, template_source)
-            .map_err(|e| MessageError::Template(e.to_string()))?;
+        let env = plain_text_env(TEMPLATE_NAME, template_source, Flatten::Everything)?;
         let renderer = MessageRenderer {
             env,
             max_bytes: MAX_MESSAGE_BYTES,
@@ -132,6 +102,58 @@ impl MessageRenderer {
         }
         Ok(())
     }
+}
+
+/// Which printed values are flattened to one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flatten {
+    /// Every value: all of them come from a sender or a provider.
+    Everything,
+    /// All but values marked safe: text we rendered ourselves keeps its lines.
+    AllButSafe,
+}
+
+/// A minijinja environment for plain text written into the CRM, holding `source` as
+/// `name`: no HTML escaping, undefined variables printed are errors, no debug info (it would
+/// copy personal data into errors), and printed values that could add a line (a fake "DADOS
+/// PESSOAIS" block) or reorder the text with bidi controls flattened to one line. The
+/// template's own newlines are untouched; only what `{{ … }}` prints is flattened.
+pub(crate) fn plain_text_env(
+    name: &'static str,
+    source: String,
+    flatten: Flatten,
+) -> Result<Environment<'static>, MessageError> {
+    let mut env = Environment::new();
+    // Plain text for a CRM note: HTML escaping would turn "&" into "&amp;".
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    // Printing an undefined variable is an error (catches typos in operator templates),
+    // while `{% if missing %}` stays allowed.
+    env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+    env.set_debug(false);
+    env.set_formatter(move |out, state, value| match value.as_str() {
+        Some(text)
+            if (flatten == Flatten::Everything || !value.is_safe())
+                && crate::domain::text::has_hidden_controls(text) =>
+        {
+            minijinja::escape_formatter(
+                out,
+                state,
+                &Value::from(crate::domain::text::single_line(text)),
+            )
+        }
+        _ => minijinja::escape_formatter(out, state, value),
+    });
+    env.set_syntax(
+        minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            // The default delimiters cannot conflict, so building the config cannot fail.
+            .expect("default syntax config is valid"),
+    );
+    env.add_template_owned(name, source)
+        .map_err(|e| MessageError::Template(e.to_string()))?;
+    Ok(env)
 }
 
 /// The error's kind and location only: minijinja's detail text may quote values from the
