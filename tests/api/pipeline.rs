@@ -606,6 +606,49 @@ async fn with_nothing_configured_the_sandbox_answers_and_keeps_the_message() {
     ))
     .unwrap();
     assert_eq!(body, expected.trim_end());
+
+    // The README's family phone: two people listed, the lead's name picks the second.
+    let family = serde_json::json!({
+        "id": "f00d0000000000000000c0de", "hook_action": "on_create_lead",
+        "attributes": {"updated_at": "2026-11-20T15:00:00-03:00",
+            "customer": {"name": "Ana P. Pereira", "phone": "(11) 97777-0002"}}});
+    let response = http
+        .post(format!("{address}/api/v1/webhooks/c2s"))
+        .json(&family)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body = wait_for(
+        "the family phone's message",
+        Duration::from_secs(20),
+        || {
+            let http = http.clone();
+            let address = address.clone();
+            async move {
+                let list: serde_json::Value = http
+                    .get(format!("{address}/sandbox/messages"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                list["messages"].as_array()?.iter().find_map(|m| {
+                    (m["lead_id"] == "f00d0000000000000000c0de")
+                        .then(|| m["body"].as_str().unwrap_or("").to_owned())
+                })
+            }
+        },
+    )
+    .await;
+    assert!(body.contains("Nome: ANA PAULA PEREIRA"), "{body}");
+    assert!(body.contains("CPF: 627.483.915-19"), "{body}");
+    assert!(
+        !body.contains("481.926.375-73"),
+        "João is never shown: {body}"
+    );
+    assert!(!body.contains("⚠️"), "{body}");
     token.cancel();
     running.await.unwrap().unwrap();
 }
