@@ -244,10 +244,9 @@ async fn generate(url: &str, parties: usize) -> Duration {
     let mut template = fixture_person();
     template.name = Some("__NAME__".to_owned());
     // The CPF is a typed value: swap its serialized form for the placeholder.
-    let data = serde_json::to_string(&template).expect("serializes").replace(
-        &format!("\"{}\"", template.cpf.as_str()),
-        "\"__CPF__\"",
-    );
+    let data = serde_json::to_string(&template)
+        .expect("serializes")
+        .replace(&format!("\"{}\"", template.cpf.as_str()), "\"__CPF__\"");
     let statements: [(&str, &str); 5] = [
         (
             "parties",

@@ -19,12 +19,12 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::c2s::ShapeError;
+use crate::domain::text::{MAX_FIELD_CHARS, MAX_LIST_ITEMS, clip};
 use crate::domain::{Cpf, LeadId};
+use crate::domain::{DomainError, Email, Phone};
 use crate::event::{
     Action, Customer, Destination, FormAnswer, LeadEvent, NewCrmLead, Rejected, Source,
 };
-use crate::domain::text::{MAX_FIELD_CHARS, MAX_LIST_ITEMS, clip};
-use crate::domain::{DomainError, Email, Phone};
 
 pub const SOURCE: &str = "google_ads";
 

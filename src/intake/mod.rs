@@ -305,7 +305,10 @@ async fn accept_google_ads(
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
     if !google_ads::key_matches(expected, &value) {
-        tracing::warn!(source = google_ads::SOURCE, "webhook rejected: missing or wrong key");
+        tracing::warn!(
+            source = google_ads::SOURCE,
+            "webhook rejected: missing or wrong key"
+        );
         return Err(ApiError::Unauthorized);
     }
     let unprocessable = |e: c2s::ShapeError| ApiError::Unprocessable {
@@ -333,9 +336,7 @@ async fn accept_google_ads(
         InsertOutcome::Accepted(id) => ("accepted", Some(id)),
         InsertOutcome::Duplicate => ("duplicate", None),
     };
-    state
-        .metrics
-        .lead_form(google_ads::SOURCE, status, is_test);
+    state.metrics.lead_form(google_ads::SOURCE, status, is_test);
     tracing::info!(lead = %lead_id, status, is_test, "google ads lead received");
     Ok((
         StatusCode::OK,

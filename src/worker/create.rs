@@ -114,7 +114,11 @@ pub(super) async fn create_crm_lead(
             .clone()
             .unwrap_or_else(|| UNNAMED.to_owned()),
         phone: parsed.customer.phone.as_ref().map(|p| p.e164().to_owned()),
-        email: parsed.customer.email.as_ref().map(|e| e.as_str().to_owned()),
+        email: parsed
+            .customer
+            .email
+            .as_ref()
+            .map(|e| e.as_str().to_owned()),
         description,
         source: new.origin.clone(),
         product: new.product.clone(),

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use enricher::domain::contact_key::ContactKind;
 use enricher::domain::{ContactKey, Cpf, Email, LeadId, Person, Phone};
-use enricher::providers::work_api::WorkApiAnswer;
 use enricher::event::{Action, LeadEvent, Source};
+use enricher::providers::work_api::WorkApiAnswer;
 use enricher::store::{
     ClaimedEvent, DynStore, Erasure, EventRecord, Finish, InsertOutcome, LeadLink, Lookup,
     NewEvent, PartyCounts, Replay, StoredPerson,
