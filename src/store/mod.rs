@@ -660,10 +660,7 @@ pub trait Store: Send + Sync + 'static {
         max_calls: u32,
         busy_for: Duration,
         now: OffsetDateTime,
-    ) -> Result<CrmCreation, StoreError> {
-        let _ = (source, key, max_calls, busy_for, now);
-        Err(StoreError::Database("crm creations not built yet".into()))
-    }
+    ) -> Result<CrmCreation, StoreError>;
 
     /// Records the CRM's id for the lead whose creation was claimed (intent -> created).
     async fn record_crm_created(
@@ -671,27 +668,18 @@ pub trait Store: Send + Sync + 'static {
         source: Source,
         key: &LeadId,
         crm_lead: &LeadId,
-    ) -> Result<(), StoreError> {
-        let _ = (source, key, crm_lead);
-        Err(StoreError::Database("crm creations not built yet".into()))
-    }
+    ) -> Result<(), StoreError>;
 
     /// Gives back a claimed call the CRM certainly did not act on (it answered with an error,
     /// or never connected), so it does not spend the allowance.
-    async fn release_crm_creation(&self, source: Source, key: &LeadId) -> Result<(), StoreError> {
-        let _ = (source, key);
-        Err(StoreError::Database("crm creations not built yet".into()))
-    }
+    async fn release_crm_creation(&self, source: Source, key: &LeadId) -> Result<(), StoreError>;
 
     /// The CRM lead created for `source`'s lead `key` and the calls started, if any.
     async fn crm_creation(
         &self,
         source: Source,
         key: &LeadId,
-    ) -> Result<Option<(Option<LeadId>, u32)>, StoreError> {
-        let _ = (source, key);
-        Err(StoreError::Database("crm creations not built yet".into()))
-    }
+    ) -> Result<Option<(Option<LeadId>, u32)>, StoreError>;
 
     /// Waits (up to `wait`) until no other instance holds the purchase lock of `key` and
     /// takes it. `None` where one instance is all there is (SQLite): memory's single flight is

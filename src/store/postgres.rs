@@ -20,10 +20,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InboxContacts, InsertOutcome, KeyLock,
-    LeadLink, LockSpace, Lookup, NewEvent, PURGE_BATCH, PartyCounts, Replay, Store, StoreError,
-    StoredPerson, Subscription, UnconvertedEvent, WarmCursor, WarmPerson, contact_keys_of,
-    erasure_scope, keys_by_party, person_contacts, purge_payload, read_lead_event, redact_payload,
+    AuditRecord, ClaimedEvent, CrmCreation, Erasure, EventRecord, Finish, InboxContacts,
+    InsertOutcome, KeyLock, LeadLink, LockSpace, Lookup, NewEvent, PURGE_BATCH, PartyCounts,
+    Replay, Store, StoreError, StoredPerson, Subscription, UnconvertedEvent, WarmCursor,
+    WarmPerson, contact_keys_of, erasure_scope, keys_by_party, person_contacts, purge_payload,
+    read_lead_event, redact_payload,
 };
 use crate::domain::{ContactKey, Cpf, LeadId, Person};
 use crate::event::{LeadEvent, Source};
@@ -980,6 +981,127 @@ impl Store for PgStore {
         .await?
         .rows_affected();
         Ok(n == 1)
+    }
+
+    async fn claim_crm_creation(
+        &self,
+        source: Source,
+        key: &LeadId,
+        max_calls: u32,
+        busy_for: Duration,
+        now: OffsetDateTime,
+    ) -> Result<CrmCreation, StoreError> {
+        let calls: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO crm_creations (source, source_lead, calls, claimed_at, created_at)
+             VALUES ($1, $2, 1, $3, $3)
+             ON CONFLICT (source, source_lead) DO NOTHING RETURNING calls",
+        )
+        .bind(source.as_str())
+        .bind(key.as_str())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if calls.is_some() {
+            return Ok(CrmCreation::Claimed { attempt: 1 });
+        }
+        let calls: Option<i32> = sqlx::query_scalar(
+            "UPDATE crm_creations SET calls = calls + 1, claimed_at = $3
+              WHERE source = $1 AND source_lead = $2 AND crm_lead_id IS NULL
+                AND calls < $4 AND claimed_at <= $5
+              RETURNING calls",
+        )
+        .bind(source.as_str())
+        .bind(key.as_str())
+        .bind(now)
+        .bind(i32::try_from(max_calls).unwrap_or(i32::MAX))
+        .bind(now - busy_for)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(calls) = calls {
+            return Ok(CrmCreation::Claimed {
+                attempt: u32::try_from(calls).unwrap_or(0),
+            });
+        }
+        let row: Option<(Option<String>, i32, OffsetDateTime)> = sqlx::query_as(
+            "SELECT crm_lead_id, calls, claimed_at FROM crm_creations
+              WHERE source = $1 AND source_lead = $2",
+        )
+        .bind(source.as_str())
+        .bind(key.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some((Some(id), _, _)) => Ok(CrmCreation::Created(
+                LeadId::parse(&id).map_err(|_| StoreError::Corrupt("crm lead id".into()))?,
+            )),
+            Some((None, calls, claimed_at)) => {
+                let until = claimed_at + busy_for;
+                if until > now {
+                    Ok(CrmCreation::Busy { until })
+                } else {
+                    Ok(CrmCreation::Exhausted {
+                        attempts: u32::try_from(calls).unwrap_or(0),
+                    })
+                }
+            }
+            // Given back between the two statements: the caller asks again.
+            None => Ok(CrmCreation::Busy { until: now }),
+        }
+    }
+
+    async fn record_crm_created(
+        &self,
+        source: Source,
+        key: &LeadId,
+        crm_lead: &LeadId,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE crm_creations SET crm_lead_id = $3, created_at = $4
+              WHERE source = $1 AND source_lead = $2",
+        )
+        .bind(source.as_str())
+        .bind(key.as_str())
+        .bind(crm_lead.as_str())
+        .bind(OffsetDateTime::now_utc())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_crm_creation(&self, source: Source, key: &LeadId) -> Result<(), StoreError> {
+        // Claimed at the epoch: the next claim is not kept waiting for an answer that came.
+        sqlx::query(
+            "UPDATE crm_creations SET calls = calls - 1, claimed_at = $3
+              WHERE source = $1 AND source_lead = $2 AND crm_lead_id IS NULL AND calls > 0",
+        )
+        .bind(source.as_str())
+        .bind(key.as_str())
+        .bind(OffsetDateTime::UNIX_EPOCH)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn crm_creation(
+        &self,
+        source: Source,
+        key: &LeadId,
+    ) -> Result<Option<(Option<LeadId>, u32)>, StoreError> {
+        let row: Option<(Option<String>, i32)> = sqlx::query_as(
+            "SELECT crm_lead_id, calls FROM crm_creations WHERE source = $1 AND source_lead = $2",
+        )
+        .bind(source.as_str())
+        .bind(key.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(id, calls)| {
+            let id = id
+                .map(|id| LeadId::parse(&id))
+                .transpose()
+                .map_err(|_| StoreError::Corrupt("crm lead id".into()))?;
+            Ok((id, u32::try_from(calls).unwrap_or(0)))
+        })
+        .transpose()
     }
 
     async fn lock_key(
