@@ -17,7 +17,7 @@ use crate::message::{Finding, Via};
 use crate::providers::ProviderError;
 use crate::retry::{after_error, after_failure};
 use crate::state::AppState;
-use crate::store::{ClaimedEvent, CrmCreation, Finish, Lookup, contact_set};
+use crate::store::{ClaimedEvent, CrmCreation, Finish, Lookup, Outcome, contact_set};
 
 /// The name a lead gets when the form asked for none (the CRM requires one).
 const UNNAMED: &str = "Lead sem nome";
@@ -41,12 +41,12 @@ pub(super) async fn create_crm_lead(
             format!("store: {e}"),
         )
     };
-    let done = |outcome: &str| {
+    let done = |outcome: Outcome| {
         state
             .metrics
-            .crm_lead(source.as_str(), outcome, new.is_test);
+            .crm_lead(source.as_str(), outcome.as_str(), new.is_test);
         Finish::Done {
-            outcome: outcome.into(),
+            outcome,
             contact_set: Some(set.clone()),
         }
     };
@@ -54,7 +54,7 @@ pub(super) async fn create_crm_lead(
     match state.store.crm_creation(source, key).await {
         Ok(Some((Some(crm_lead), _))) => {
             tracing::info!(crm_lead = %crm_lead, "lead already created in the CRM");
-            return done("already_created");
+            return done(Outcome::AlreadyCreated);
         }
         Ok(_) => {}
         Err(e) => return store_failed(e),
@@ -79,7 +79,7 @@ pub(super) async fn create_crm_lead(
         Ok(CrmCreation::Claimed { attempt }) => attempt,
         Ok(CrmCreation::Created(crm_lead)) => {
             tracing::info!(crm_lead = %crm_lead, "lead already created in the CRM");
-            return done("already_created");
+            return done(Outcome::AlreadyCreated);
         }
         // Another worker is calling right now (an operator's replay beside the original):
         // wait for its answer without spending an attempt.
@@ -133,7 +133,7 @@ pub(super) async fn create_crm_lead(
                 return store_failed(e);
             }
             tracing::info!(crm_lead = %crm_lead, is_test = new.is_test, "lead created in the CRM");
-            done("created")
+            done(Outcome::Created)
         }
         // Sent and no usable answer: the lead may exist. The intent stays; the next attempt
         // takes another call only within the allowance.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use enricher::event::Source;
-use enricher::store::CrmCreation;
+use enricher::store::{CrmCreation, EventState, Outcome};
 use serde_json::{Value, json};
 use wiremock::matchers::{bearer_token, body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -112,8 +112,8 @@ both_backends!(
         let id = post_accepted(&app.address, &body).await;
         let event = app.wait_final(id).await;
         assert_eq!(
-            (event.state.as_str(), event.outcome.as_deref()),
-            ("done", Some("created"))
+            (event.state, event.outcome),
+            (EventState::Done, Some(Outcome::Created))
         );
         let sent = created(&app.c2s).await;
         let description = sent[0]["data"]["attributes"]["description"]
@@ -202,7 +202,7 @@ async fn twelve_concurrent_deliveries_on_two_instances_create_one_c2s_lead() {
             .all(|a| a["status"] == "accepted" || a["status"] == "duplicate")
     );
     let event = apps[0].wait_final(accepted[0]).await;
-    assert_eq!(event.outcome.as_deref(), Some("created"));
+    assert_eq!(event.outcome, Some(Outcome::Created));
     apps[0].verify_mocks().await;
 }
 
@@ -248,7 +248,7 @@ both_backends!(
             ]),
         );
         let id = post_accepted(&app.address, &body).await;
-        assert_eq!(app.wait_final(id).await.outcome.as_deref(), Some("created"));
+        assert_eq!(app.wait_final(id).await.outcome, Some(Outcome::Created));
         let sent = created(&app.c2s).await;
         let attributes = &sent[0]["data"]["attributes"];
         assert_eq!(attributes["name"], "Ana Lima");
@@ -290,7 +290,7 @@ both_backends!(
             ]),
         );
         let id = post_accepted(&app.address, &body).await;
-        assert_eq!(app.wait_final(id).await.outcome.as_deref(), Some("created"));
+        assert_eq!(app.wait_final(id).await.outcome, Some(Outcome::Created));
         let sent = created(&app.c2s).await;
         let description = sent[0]["data"]["attributes"]["description"]
             .as_str()
@@ -320,7 +320,7 @@ both_backends!(
             ]),
         );
         let id = post_accepted(&app.address, &body).await;
-        assert_eq!(app.wait_final(id).await.outcome.as_deref(), Some("created"));
+        assert_eq!(app.wait_final(id).await.outcome, Some(Outcome::Created));
         let sent = created(&app.c2s).await;
         let description = sent[0]["data"]["attributes"]["description"]
             .as_str()
@@ -369,7 +369,7 @@ both_backends!(
         );
         let id = post_accepted(&app.address, &body).await;
         let event = app.wait_final(id).await;
-        assert_eq!(event.state, "dead");
+        assert_eq!(event.state, EventState::Dead);
         assert!(
             event
                 .last_error
@@ -430,7 +430,7 @@ both_backends!(
         first.kill();
         let second = w.process(&key).await;
         let event = w.wait_final(id).await;
-        assert_eq!(event.state, "dead", "{event:?}");
+        assert_eq!(event.state, EventState::Dead, "{event:?}");
         assert!(
             event
                 .last_error
@@ -468,7 +468,7 @@ async fn with_one_repost_allowed_a_kill_mid_create_makes_exactly_two_calls() {
     first.kill();
     let _second = w.process(&extra).await;
     let event = w.wait_final(id).await;
-    assert_eq!(event.outcome.as_deref(), Some("created"), "{event:?}");
+    assert_eq!(event.outcome, Some(Outcome::Created), "{event:?}");
     assert_eq!(created(&w.c2s).await.len(), 2);
     w.verify_mocks().await;
 }

@@ -78,7 +78,8 @@ impl WorkApiAnswer {
 
         let basic = object(root, "DadosBasicos");
         let cpf = basic
-            .and_then(|b| text(l, b.get("cpf")))
+            // The CPF is an identifier, not free text: never cut by the field cap.
+            .and_then(|b| text(&TextLimits::default(), b.get("cpf")))
             .ok_or(AnswerError::MissingCpf)?;
         let cpf = normalize_cpf(&cpf)?;
 
@@ -422,8 +423,8 @@ mod tests {
 
     #[test]
     fn a_numeric_cpf_gets_its_leading_zeros_back() {
-        let person = found(json!({"DadosBasicos": {"cpf": 1234567890}}));
-        assert_eq!(person.cpf.as_str(), "01234567890");
+        let person = found(json!({"DadosBasicos": {"cpf": 5278034130u64}}));
+        assert_eq!(person.cpf.as_str(), "05278034130");
     }
 
     #[test]
