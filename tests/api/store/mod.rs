@@ -5,6 +5,7 @@
 mod admin;
 mod claims;
 mod contacts;
+mod crm_creations;
 mod erasure;
 mod finish;
 mod inbox;
