@@ -239,6 +239,34 @@ impl Metrics {
         );
     }
 
+    /// One lead form received (`accepted`, `duplicate`), labelled `test` when the source
+    /// marked it as test data, so operators' integration checks never count as real leads.
+    pub fn lead_form(&self, source: &str, outcome: &str, is_test: bool) {
+        self.counter(
+            "enricher_lead_forms_total",
+            &[
+                ("source", source),
+                ("outcome", outcome),
+                ("test", if is_test { "true" } else { "false" }),
+            ],
+            1,
+        );
+    }
+
+    /// One lead the CRM was asked to create, by outcome (`created`, `already_created`, or an
+    /// error class), labelled `test` like [`Metrics::lead_form`].
+    pub fn crm_lead(&self, source: &str, outcome: &str, is_test: bool) {
+        self.counter(
+            "enricher_crm_leads_total",
+            &[
+                ("source", source),
+                ("outcome", outcome),
+                ("test", if is_test { "true" } else { "false" }),
+            ],
+            1,
+        );
+    }
+
     /// One lookup answered; a hit also counts the money it saved.
     pub fn lookup(&self, kind: LookupKind, result: LookupResult) {
         self.lookups[kind as usize][result.index()].fetch_add(1, Ordering::Relaxed);

@@ -21,6 +21,7 @@ use crate::domain::text::TextLimits;
 use crate::http::server::{ConnectionLimits, serve};
 use crate::intake::group_commit::GroupCommit;
 use crate::message::MessageRenderer;
+use crate::message::description::DescriptionRenderer;
 use crate::metrics::Metrics;
 use crate::providers::c2s::C2sClient;
 use crate::providers::diretrix::DiretrixClient;
@@ -220,6 +221,18 @@ impl Application {
             None => MessageRenderer::default_template(),
         }
         .with_max_bytes(settings.message.max_bytes);
+        let description = match &settings.message.description_template_path {
+            Some(path) => {
+                let source =
+                    std::fs::read_to_string(path).map_err(|source| StartupError::TemplateFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                DescriptionRenderer::new(source)?
+            }
+            None => DescriptionRenderer::default_template(),
+        }
+        .with_max_chars(settings.c2s.description_max_chars);
 
         let addr = socket_addr(&settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr)
@@ -248,6 +261,7 @@ impl Application {
             guards: guards.into(),
             metrics,
             renderer: Arc::new(renderer),
+            description: Arc::new(description),
             sandbox,
             wake: Arc::new(Notify::new()),
         };

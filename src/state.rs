@@ -7,6 +7,7 @@ use tokio::sync::Notify;
 use crate::config::Settings;
 use crate::intake::group_commit::GroupCommit;
 use crate::message::MessageRenderer;
+use crate::message::description::DescriptionRenderer;
 use crate::metrics::Metrics;
 use crate::providers::Crm;
 use crate::providers::guard::Guard;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The message template, compiled once.
     pub renderer: Arc<MessageRenderer>,
+    /// The description template of leads created in the CRM (Google Ads), compiled once.
+    pub description: Arc<DescriptionRenderer>,
     /// The in-process provider simulator, when enabled; stops with the app's shutdown token.
     pub sandbox: Option<Sandbox>,
     /// Intake pokes this after storing events so idle workers start at once instead of at

@@ -398,6 +398,10 @@ pub struct DeliverySettings {
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 pub struct MessageSettings {
     pub template_path: Option<String>,
+    /// A minijinja template replacing the built-in description of leads created in the CRM
+    /// (`config/templates/google_ads_description.txt.j2`).
+    #[serde(default)]
+    pub description_template_path: Option<String>,
     /// Longest message posted, in bytes; a longer one is cut with a marker.
     pub max_bytes: usize,
 }

@@ -55,7 +55,7 @@ pub async fn after_unknown_outcome(state: &AppState, event: &ClaimedEvent) -> Re
 
 /// An unanswered POST that the repost allowance lets us send again: retried like any
 /// transient failure.
-struct Reposted(crate::providers::ProviderError);
+pub(crate) struct Reposted(pub(crate) crate::providers::ProviderError);
 
 impl std::fmt::Display for Reposted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -151,6 +151,35 @@ pub struct NewCrmLead {
     pub description: Option<String>,
     pub product: Option<String>,
     pub seller_id: Option<String>,
+    /// Sent as a test by the source (Google's "send test data"): processed like any lead,
+    /// marked as a test in the description and the metrics.
+    #[serde(default)]
+    pub is_test: bool,
+    /// The source's campaign and form, for the description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form_id: Option<u64>,
+    /// The form's other answers, in order, for the description.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FormAnswer>,
+}
+
+/// One answer of a lead form that is not a contact. The value is personal data: `Debug`
+/// shows the question only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormAnswer {
+    pub label: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for FormAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FormAnswer")
+            .field("label", &self.label)
+            .field("value", &"***")
+            .finish()
+    }
 }
 
 /// One thing that happened to a lead, in the source-neutral form the worker reads.
@@ -251,6 +280,13 @@ mod tests {
                     description: None,
                     product: Some("Apto".into()),
                     seller_id: None,
+                    is_test: true,
+                    campaign_id: Some(20000000001),
+                    form_id: None,
+                    fields: vec![FormAnswer {
+                        label: "Qual o imóvel?".into(),
+                        value: "Apto".into(),
+                    }],
                 }),
                 ..sample().refresh(datetime!(2026-11-21 00:00 UTC))
             },

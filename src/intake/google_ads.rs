@@ -8,17 +8,23 @@
 //! description. A body that does not fit is a [`ShapeError`] naming the field, never echoing a
 //! value. The body carries its own credential ([`GoogleAdsBody::google_key`]): check it with
 //! [`key_matches`] before anything is kept, and store the payload only through
-//! [`without_key`]. This module does no I/O.
+//! [`without_key`]. [`GoogleAdsLead::into_event`] makes the [`LeadEvent`] intake stores.
+//! This module does no I/O.
 
 use std::fmt;
 
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::Value;
+use time::OffsetDateTime;
 
 use super::c2s::ShapeError;
 use crate::domain::text::{MAX_FIELD_CHARS, MAX_LIST_ITEMS, clip};
+use crate::domain::{Cpf, LeadId};
 use crate::domain::{DomainError, Email, Phone};
+use crate::event::{
+    Action, Customer, Destination, FormAnswer, LeadEvent, NewCrmLead, Rejected, Source,
+};
 
 pub const SOURCE: &str = "google_ads";
 
@@ -343,7 +349,80 @@ impl GoogleAdsLead {
     pub fn from_value(body: &Value) -> Result<GoogleAdsLead, ShapeError> {
         GoogleAdsLead::try_from(GoogleAdsBody::from_value(body)?)
     }
+
+    /// The lead event the worker reads: a lead for the CRM to create, keyed by the Google
+    /// lead id. The form's CPF is validated here (padded when it lost its leading zeros); an
+    /// unusable one is dropped with its reason, never its value, like a bad phone.
+    pub fn into_event(self) -> Result<LeadEvent, ShapeError> {
+        let lead = LeadId::parse(self.lead_id.as_str()).map_err(|_| {
+            shape(
+                "lead_id",
+                "must be a non-empty id of at most 200 characters without control characters",
+            )
+        })?;
+        let mut rejected: Vec<Rejected> = self
+            .rejected
+            .iter()
+            .map(|(field, e)| Rejected {
+                field: (*field).to_owned(),
+                reason: e.to_string(),
+            })
+            .collect();
+        let cpf = self
+            .cpf
+            .as_ref()
+            .and_then(|raw| match Cpf::parse_padded(raw.as_str()) {
+                Ok(cpf) => Some(cpf),
+                Err(e) => {
+                    rejected.push(Rejected {
+                        field: "cpf".into(),
+                        reason: e.to_string(),
+                    });
+                    None
+                }
+            });
+        Ok(LeadEvent {
+            source: Source::GoogleAds,
+            lead,
+            action: Action::Create,
+            at: DELIVERY_INSTANT,
+            customer: Customer {
+                name: self.name,
+                phone: self.phone,
+                email: self.email,
+                rejected,
+            },
+            cpf,
+            destination: Destination::CreateCrmLead(NewCrmLead {
+                origin: ORIGIN.into(),
+                description: None,
+                // A lead form has no product question in the contract; a campaign-to-product
+                // mapping would fill this.
+                product: None,
+                seller_id: None,
+                is_test: self.is_test,
+                campaign_id: self.campaign_id,
+                form_id: self.form_id,
+                fields: self
+                    .fields
+                    .into_iter()
+                    .map(|f| FormAnswer {
+                        label: f.label,
+                        value: f.value,
+                    })
+                    .collect(),
+            }),
+        })
+    }
 }
+
+/// The lead's origin as the CRM shows it.
+pub const ORIGIN: &str = "Google Ads";
+
+/// Google sends no time of its own. Every delivery of one lead carries this same instant, so
+/// the inbox's delivery key (source, lead, instant) is the Google lead id alone and a
+/// redelivery, on any instance, is recognised as a duplicate by the inbox's unique key.
+pub const DELIVERY_INSTANT: OffsetDateTime = OffsetDateTime::UNIX_EPOCH;
 
 fn shape(field: impl Into<String>, problem: &'static str) -> ShapeError {
     ShapeError {

@@ -27,7 +27,9 @@ use crate::state::AppState;
 use crate::store::{InsertOutcome, Store, StoreError};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(c2s_webhook))
+    OpenApiRouter::new()
+        .routes(routes!(c2s_webhook))
+        .routes(routes!(google_ads_webhook))
 }
 
 /// Proof that the request carried the C2S secret (header `X-Webhook-Token` or query `token`),
@@ -221,6 +223,128 @@ async fn accept_c2s(
     Ok((
         StatusCode::ACCEPTED,
         Json(IntakeResponse { events: receipts }),
+    ))
+}
+
+/// A Google Ads lead-form body as documented (Google adds fields over time; they are kept).
+#[derive(Debug, serde::Deserialize, ToSchema)]
+pub struct GoogleAdsLeadDoc {
+    /// Google's lead id: the identity of the lead (a redelivery is a duplicate).
+    pub lead_id: String,
+    pub api_version: Option<String>,
+    pub form_id: Option<u64>,
+    pub campaign_id: Option<u64>,
+    pub gcl_id: Option<String>,
+    /// The key configured in the form; must equal `webhooks.google_ads_key`. Never stored.
+    pub google_key: String,
+    /// Sent by Google's "send test data": processed like any lead, marked as a test.
+    pub is_test: Option<bool>,
+    /// `{column_id, column_name, string_value}` per answer.
+    #[schema(value_type = Vec<Object>)]
+    pub user_column_data: Option<Vec<serde_json::Value>>,
+}
+
+/// The answer to one Google Ads lead.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GoogleAdsReceipt {
+    pub lead_id: String,
+    /// `accepted` or `duplicate`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<i64>,
+}
+
+/// Receives one Google Ads lead; it is stored before the answer, and the workers create it
+/// in the CRM once.
+#[utoipa::path(post, path = "/api/v1/webhooks/google-ads", tag = "webhooks",
+    request_body(content = GoogleAdsLeadDoc, content_type = "application/json"),
+    responses(
+        (status = 200, body = GoogleAdsReceipt),
+        (status = 400, description = "not JSON"),
+        (status = 401, description = "missing or wrong google_key"),
+        (status = 404, description = "no Google Ads key configured: the route is off"),
+        (status = 413, description = "body over the byte limit"),
+        (status = 415, description = "not application/json"),
+        (status = 422, description = "JSON of the wrong shape; `field` names the problem"),
+        (status = 503, description = "the database cannot take the write; retry"),
+    ))]
+async fn google_ads_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<GoogleAdsReceipt>)> {
+    // No key configured: the route does not exist, whatever the body says.
+    let Some(expected) = state.settings.webhooks.google_ads_key.clone() else {
+        return Err(ApiError::NotFound);
+    };
+    let result = accept_google_ads(&state, &expected, headers, body).await;
+    match &result {
+        Ok((_, Json(receipt))) => state
+            .metrics
+            .webhook(google_ads::SOURCE, receipt.status, "none"),
+        Err(e) => state
+            .metrics
+            .webhook(google_ads::SOURCE, "rejected", e.code_name()),
+    }
+    result
+}
+
+#[tracing::instrument(name = "intake.google_ads", skip_all)]
+async fn accept_google_ads(
+    state: &AppState,
+    expected: &secrecy::SecretString,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<GoogleAdsReceipt>)> {
+    if !is_json(&headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    // The key travels in the body, so the body is read (under the limit) before the check;
+    // nothing of it is stored or logged until the key matched.
+    let bytes = read_limited(&headers, body, state.settings.server.body_limit_bytes).await?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
+    if !google_ads::key_matches(expected, &value) {
+        tracing::warn!(
+            source = google_ads::SOURCE,
+            "webhook rejected: missing or wrong key"
+        );
+        return Err(ApiError::Unauthorized);
+    }
+    let unprocessable = |e: c2s::ShapeError| ApiError::Unprocessable {
+        field: e.field,
+        problem: e.problem.to_owned(),
+    };
+    let lead = google_ads::GoogleAdsLead::from_value(&value).map_err(unprocessable)?;
+    let is_test = lead.is_test;
+    let event = lead.into_event().map_err(unprocessable)?;
+    let lead_id = event.lead.as_str().to_owned();
+    let stored = crate::store::NewEvent::new(event, google_ads::without_key(value));
+
+    // The same group commit as C2S events: the answer waits for the commit.
+    let (_, outcomes) = state.inbox.insert(vec![stored]).await;
+    let outcome = outcomes
+        .map_err(|e| {
+            tracing::error!(error = %e, "webhook not stored; answering 503");
+            ApiError::Unavailable
+        })?
+        .into_iter()
+        .next()
+        .ok_or(ApiError::Unavailable)?;
+    state.wake_workers();
+    let (status, event_id) = match outcome {
+        InsertOutcome::Accepted(id) => ("accepted", Some(id)),
+        InsertOutcome::Duplicate => ("duplicate", None),
+    };
+    state.metrics.lead_form(google_ads::SOURCE, status, is_test);
+    tracing::info!(lead = %lead_id, status, is_test, "google ads lead received");
+    Ok((
+        StatusCode::OK,
+        Json(GoogleAdsReceipt {
+            lead_id,
+            status,
+            event_id,
+        }),
     ))
 }
 

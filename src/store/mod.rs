@@ -184,6 +184,23 @@ pub enum Finish {
     Dead { reason: String },
 }
 
+/// Where creating a CRM lead for one source lead (a Google lead id) stands: the intent is
+/// recorded before each call, the CRM's id after it answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrmCreation {
+    /// The caller holds call number `attempt` (1 for the first): it may call the CRM now. A
+    /// later attempt means earlier calls left no id (unanswered, or the process stopped).
+    Claimed { attempt: u32 },
+    /// Created already: the CRM's lead id. Nothing to call.
+    Created(LeadId),
+    /// Another caller claimed a call less than `busy_for` ago and has not answered yet: ask
+    /// again at `until`.
+    Busy { until: OffsetDateTime },
+    /// `attempts` calls were started, none recorded an id, and the allowance is spent: the
+    /// lead may exist in the CRM; an operator must check.
+    Exhausted { attempts: u32 },
+}
+
 /// One inbox row as operators and tests see it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EventRecord {
@@ -501,6 +518,39 @@ pub trait Inbox: Send + Sync + 'static {
 
     /// Extends the lease of an event this worker still holds; false when the claim was lost.
     async fn renew_lease(&self, event: &ClaimedEvent, lease: Duration) -> Result<bool, StoreError>;
+
+    /// Claims one call creating the CRM lead for `source`'s lead `key`, recording the intent
+    /// first: the first claim inserts the intent (attempt 1); a later one takes another attempt
+    /// only while fewer than `max_calls` were started and the last was claimed at least
+    /// `busy_for` before `now`. Atomic across instances: of concurrent claimers exactly one
+    /// gets each attempt.
+    async fn claim_crm_creation(
+        &self,
+        source: Source,
+        key: &LeadId,
+        max_calls: u32,
+        busy_for: Duration,
+        now: OffsetDateTime,
+    ) -> Result<CrmCreation, StoreError>;
+
+    /// Records the CRM's id for the lead whose creation was claimed (intent -> created).
+    async fn record_crm_created(
+        &self,
+        source: Source,
+        key: &LeadId,
+        crm_lead: &LeadId,
+    ) -> Result<(), StoreError>;
+
+    /// Gives back a claimed call the CRM certainly did not act on (it answered with an error,
+    /// or never connected), so it does not spend the allowance.
+    async fn release_crm_creation(&self, source: Source, key: &LeadId) -> Result<(), StoreError>;
+
+    /// The CRM lead created for `source`'s lead `key` and the calls started, if any.
+    async fn crm_creation(
+        &self,
+        source: Source,
+        key: &LeadId,
+    ) -> Result<Option<(Option<LeadId>, u32)>, StoreError>;
 
     /// Leaves the event done, due again later, or dead. Returns false when the claim was lost.
     async fn finish(&self, event: &ClaimedEvent, finish: Finish) -> Result<bool, StoreError>;

@@ -213,7 +213,7 @@ macro_rules! shared_sql {
             use $crate::store::sql::*;
             use $crate::store::types::{Claim, ContactOrigin, EventState, Outcome, Provider, Stamp};
             use $crate::store::{
-                AuditRecord, ClaimedEvent, Erasure, EventRecord, Finish, InboxContacts,
+                AuditRecord, ClaimedEvent, CrmCreation, Erasure, EventRecord, Finish, InboxContacts,
                 InsertOutcome, LeadLink, Lookup, NewEvent, PURGE_BATCH, PartyCounts, Replay,
                 StoreError, StoredPerson, UnconvertedEvent, WarmCursor, WarmPerson,
                 contact_keys_of, erasure_scope, keys_by_party, person_contacts, purge_payload,
@@ -451,6 +451,136 @@ macro_rules! shared_sql {
                     let until = Stamp(OffsetDateTime::now_utc() + lease);
                     self.write_ours(event, sql, Some(until)).await
                 }
+
+                    async fn claim_crm_creation(
+                        &self,
+                        source: Source,
+                        key: &LeadId,
+                        max_calls: u32,
+                        busy_for: Duration,
+                        now: OffsetDateTime,
+                    ) -> Result<CrmCreation, StoreError> {
+                        // The first claim inserts the intent; the primary key makes it one winner.
+                        let calls: Option<i32> = sqlx::query_scalar(
+                            "INSERT INTO crm_creations (source, source_lead, calls, claimed_at, created_at)
+                             VALUES ($1, $2, 1, $3, $3)
+                             ON CONFLICT (source, source_lead) DO NOTHING RETURNING calls",
+                        )
+                        .bind(source)
+                        .bind(key.as_str())
+                        .bind(Stamp(now))
+                        .fetch_optional(self.writes())
+                        .await?;
+                        if calls.is_some() {
+                            return Ok(CrmCreation::Claimed { attempt: 1 });
+                        }
+                        // A later attempt: one conditional update, so two claimers never take the same one.
+                        let calls: Option<i32> = sqlx::query_scalar(
+                            "UPDATE crm_creations SET calls = calls + 1, claimed_at = $3
+                              WHERE source = $1 AND source_lead = $2 AND crm_lead_id IS NULL
+                                AND calls < $4 AND claimed_at <= $5
+                              RETURNING calls",
+                        )
+                        .bind(source)
+                        .bind(key.as_str())
+                        .bind(Stamp(now))
+                        .bind(i32::try_from(max_calls).unwrap_or(i32::MAX))
+                        .bind(Stamp(now - busy_for))
+                        .fetch_optional(self.writes())
+                        .await?;
+                        if let Some(calls) = calls {
+                            return Ok(CrmCreation::Claimed {
+                                attempt: u32::try_from(calls).unwrap_or(0),
+                            });
+                        }
+                        let row: Option<(Option<String>, i32, Stamp)> = sqlx::query_as(
+                            "SELECT crm_lead_id, calls, claimed_at FROM crm_creations
+                              WHERE source = $1 AND source_lead = $2",
+                        )
+                        .bind(source)
+                        .bind(key.as_str())
+                        .fetch_optional(self.writes())
+                        .await?;
+                        match row {
+                            Some((Some(id), _, _)) => Ok(CrmCreation::Created(
+                                LeadId::parse(&id).map_err(|_| StoreError::Corrupt("crm lead id".into()))?,
+                            )),
+                            Some((None, calls, claimed_at)) => {
+                                let until = claimed_at.0 + busy_for;
+                                if until > now {
+                                    Ok(CrmCreation::Busy { until })
+                                } else {
+                                    Ok(CrmCreation::Exhausted {
+                                        attempts: u32::try_from(calls).unwrap_or(0),
+                                    })
+                                }
+                            }
+                            // No row after a failed insert: not possible while rows are never deleted; the
+                            // caller asks again.
+                            None => Ok(CrmCreation::Busy { until: now }),
+                        }
+                    }
+
+                    async fn record_crm_created(
+                        &self,
+                        source: Source,
+                        key: &LeadId,
+                        crm_lead: &LeadId,
+                    ) -> Result<(), StoreError> {
+                        sqlx::query(
+                            "UPDATE crm_creations SET crm_lead_id = $3, created_at = $4
+                              WHERE source = $1 AND source_lead = $2",
+                        )
+                        .bind(source)
+                        .bind(key.as_str())
+                        .bind(crm_lead.as_str())
+                        .bind(Stamp::now())
+                        .execute(self.writes())
+                        .await?;
+                        Ok(())
+                    }
+
+                    async fn release_crm_creation(
+                        &self,
+                        source: Source,
+                        key: &LeadId,
+                    ) -> Result<(), StoreError> {
+                        // Claimed at the epoch: the next claim is not kept waiting for an answer that came.
+                        sqlx::query(
+                            "UPDATE crm_creations SET calls = calls - 1, claimed_at = $3
+                              WHERE source = $1 AND source_lead = $2 AND crm_lead_id IS NULL AND calls > 0",
+                        )
+                        .bind(source)
+                        .bind(key.as_str())
+                        .bind(Stamp(OffsetDateTime::UNIX_EPOCH))
+                        .execute(self.writes())
+                        .await?;
+                        Ok(())
+                    }
+
+                    async fn crm_creation(
+                        &self,
+                        source: Source,
+                        key: &LeadId,
+                    ) -> Result<Option<(Option<LeadId>, u32)>, StoreError> {
+                        let row: Option<(Option<String>, i32)> = sqlx::query_as(
+                            "SELECT crm_lead_id, calls FROM crm_creations
+                              WHERE source = $1 AND source_lead = $2",
+                        )
+                        .bind(source)
+                        .bind(key.as_str())
+                        .fetch_optional(self.reads())
+                        .await?;
+                        row.map(|(id, calls)| {
+                            let id = id
+                                .map(|id| LeadId::parse(&id))
+                                .transpose()
+                                .map_err(|_| StoreError::Corrupt("crm lead id".into()))?;
+                            Ok((id, u32::try_from(calls).unwrap_or(0)))
+                        })
+                        .transpose()
+                    }
+
 
                 async fn finish(
                     &self,

@@ -144,6 +144,10 @@ stored_name!(
         NoContact => "no_contact",
         /// The payload was erased before the event was processed.
         Erased => "erased",
+        /// A lead the CRM did not have was created in it.
+        Created => "created",
+        /// The lead to create was created in the CRM earlier (a replay, a second event).
+        AlreadyCreated => "already_created",
         /// Dead-lettered.
         Dead => "dead",
     }

@@ -8,6 +8,8 @@
 //! and a lease can stay short enough that a dead instance's events return within seconds. On
 //! shutdown it stops claiming and lets in-flight events finish for up to `workers.drain_secs`.
 
+mod create;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -207,6 +209,25 @@ async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
             contact_set: None,
         };
     }
+    // The worker reads the lead event each intake stored, never the raw payload.
+    let parsed = match event.lead_event.as_ref().map(LeadEvent::from_stored) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            return Finish::Dead {
+                reason: e.to_string(),
+            };
+        }
+        None => {
+            return Finish::Dead {
+                reason: "no lead event stored (its payload did not convert at startup)".into(),
+            };
+        }
+    };
+    // A lead the CRM does not have yet: its own record of intent (per source lead, not per
+    // event) rules what an interrupted call means, so the "sending" mark below is not used.
+    if let Destination::CreateCrmLead(new) = &parsed.destination {
+        return create::create_crm_lead(state, event, &parsed, new).await;
+    }
     // Claimed with the "sending" mark still set: a process stopped mid-POST. Same rule as an
     // unanswered POST (see `delivery`): post again within the allowance, else dead-letter.
     let counted;
@@ -227,31 +248,6 @@ async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
     } else {
         event
     };
-    // The worker reads the lead event each intake stored, never the raw payload.
-    let parsed = match event.lead_event.as_ref().map(LeadEvent::from_stored) {
-        Some(Ok(p)) => p,
-        Some(Err(e)) => {
-            return Finish::Dead {
-                reason: e.to_string(),
-            };
-        }
-        None => {
-            return Finish::Dead {
-                reason: "no lead event stored (its payload did not convert at startup)".into(),
-            };
-        }
-    };
-    match &parsed.destination {
-        Destination::CrmLead => {}
-        // The extension point for intakes whose leads the CRM does not have yet: creating
-        // the lead (then writing the message on it) is not built; such an event waits, dead,
-        // for the version that does, and can be replayed then.
-        Destination::CreateCrmLead(_) => {
-            return Finish::Dead {
-                reason: "creating a CRM lead is not supported yet".into(),
-            };
-        }
-    }
     let message = match &event.message {
         Some(m) => m.clone(),
         None => match prepare(state, event, &parsed).await {

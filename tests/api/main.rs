@@ -8,6 +8,7 @@ mod delivery;
 mod dump;
 mod erasure;
 mod faults;
+mod google_ads;
 mod group_commit;
 mod harness;
 mod helpers;

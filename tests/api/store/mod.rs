@@ -6,6 +6,7 @@ mod admin;
 mod candidates;
 mod claims;
 mod contacts;
+mod crm_creations;
 mod erasure;
 mod finish;
 mod inbox;
