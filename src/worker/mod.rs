@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{self, UNKNOWN_OUTCOME};
-use crate::domain::ContactKey;
+use crate::domain::{ContactKey, Cpf};
 use crate::event::{Action, Destination, LeadEvent};
 use crate::message::{Finding, Via};
 use crate::retry::{after_error, after_failure};
@@ -241,7 +241,7 @@ async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
         }
     };
     match &parsed.destination {
-        Destination::CrmLead => {}
+        Destination::CrmLead | Destination::StoreOnly => {}
         // The extension point for intakes whose leads the CRM does not have yet: creating
         // the lead (then writing the message on it) is not built; such an event waits, dead,
         // for the version that does, and can be replayed then.
@@ -264,8 +264,17 @@ async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
             Err(finish) => return finish,
         },
     };
+    if parsed.destination == Destination::StoreOnly {
+        return Finish::Done {
+            outcome: STORED.into(),
+            contact_set: Some(contact_set(&parsed.customer.keys())),
+        };
+    }
     delivery::deliver(state, event, &parsed.lead, &message).await
 }
+
+/// The outcome of an event enriched and stored but, by request, not posted.
+pub const STORED: &str = "stored";
 
 enum Prepared {
     Send(String),
@@ -320,7 +329,7 @@ async fn prepare(
     }
 
     let bypass = *action == Action::Refresh;
-    let (findings, links) = resolve(state, &keys, bypass)
+    let (findings, links) = resolve(state, &keys, parsed.cpf.as_ref(), bypass)
         .await
         .map_err(|e| after_error(&state.settings.delivery, event, &e))?;
     let message = state
@@ -350,15 +359,21 @@ fn transient(state: &AppState, event: &ClaimedEvent, error: String) -> Finish {
 }
 
 /// Resolves every key concurrently: what each led to, and the parties to link the lead to.
-/// With `bypass`, every tier is skipped and the providers asked again.
+/// With `bypass`, every tier is skipped and the providers asked again. A CPF the source
+/// gave (a form field, a backfill column) stands for every key's contact lookup: nothing is
+/// bought to learn what the source already said, and the person is looked up once (the
+/// resolver's single flight joins the keys' identical lookups).
 async fn resolve(
     state: &AppState,
     keys: &[ContactKey],
+    given: Option<&Cpf>,
     bypass: bool,
 ) -> Result<(Vec<Finding>, Vec<LeadLink>), crate::resolution::ResolveError> {
     let resolver = &state.resolver;
     let results = join_all(keys.iter().map(|key| async move {
-        let contact = if bypass {
+        let contact = if let Some(cpf) = given {
+            Lookup::Found(cpf.clone())
+        } else if bypass {
             resolver.refresh_contact(key).await?
         } else {
             resolver.contact(key).await?.0
