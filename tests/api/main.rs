@@ -1,6 +1,7 @@
 //! Integration tests: the application on port 0 against a real database (Postgres and
 //! SQLite) with wiremock standing in for every outside API. One binary, so it links once.
 
+mod backfill;
 mod config;
 mod crash;
 mod delivery;
