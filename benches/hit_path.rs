@@ -44,6 +44,9 @@ use time::OffsetDateTime;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Memory-hit and database-hit latencies (ms) of one configuration.
+type Latencies = (Vec<f64>, Vec<f64>);
+
 /// Before/after rounds; each round measures every configuration once, in turn.
 const ROUNDS: usize = 2;
 /// Webhooks sent before each configuration's figures, not measured (connections, caches).
@@ -244,10 +247,9 @@ async fn generate(url: &str, parties: usize) -> Duration {
     let mut template = fixture_person();
     template.name = Some("__NAME__".to_owned());
     // The CPF is a typed value: swap its serialized form for the placeholder.
-    let data = serde_json::to_string(&template).expect("serializes").replace(
-        &format!("\"{}\"", template.cpf.as_str()),
-        "\"__CPF__\"",
-    );
+    let data = serde_json::to_string(&template)
+        .expect("serializes")
+        .replace(&format!("\"{}\"", template.cpf.as_str()), "\"__CPF__\"");
     let statements: [(&str, &str); 5] = [
         (
             "parties",
@@ -402,7 +404,7 @@ async fn end_to_end(url: String, parties: usize, hits: usize, rate: usize) {
         );
     }
     let mut order = scattered(parties);
-    let mut figures: HashMap<(usize, &str), (Vec<f64>, Vec<f64>)> = HashMap::new();
+    let mut figures: HashMap<(usize, &str), Latencies> = HashMap::new();
     for round in 0..ROUNDS {
         for (c, (name, vars)) in CONFIGS.iter().enumerate() {
             let warm: Vec<usize> = order.by_ref().take(WARMUP).collect();
@@ -592,10 +594,10 @@ async fn send(
         if sent.is_none() && generator.as_ref().is_some_and(|g| g.is_finished()) {
             sent = Some(generator.take().expect("once").join().expect("generator"));
         }
-        if let Some(sent) = &sent {
-            if sent.iter().all(|(lead, _, _)| received.contains_key(lead)) {
-                break;
-            }
+        if let Some(sent) = &sent
+            && sent.iter().all(|(lead, _, _)| received.contains_key(lead))
+        {
+            break;
         }
         assert!(
             Instant::now() < deadline,

@@ -622,6 +622,7 @@ async fn event_states(store: &DynStore) -> HashMap<String, i64> {
         .await
         .expect("event counts")
         .into_iter()
+        .map(|(state, n)| (state.to_string(), n))
         .collect()
 }
 

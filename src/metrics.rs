@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use metrics::{Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
+use crate::store::EventState;
+
 const METADATA: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
 
 /// Latency buckets for provider calls, in seconds: the providers answer in 0.5 to 5 s.
@@ -119,7 +121,7 @@ pub struct Snapshot {
     pub cache_entries: u64,
     pub cache_weighted_bytes: u64,
     pub negative_entries: i64,
-    pub inbox: Vec<(String, i64)>,
+    pub inbox: Vec<(EventState, i64)>,
     /// Each provider's circuit breaker state (`closed`, `open`, `half_open`).
     pub circuits: Vec<(&'static str, &'static str)>,
 }
@@ -341,13 +343,14 @@ impl Metrics {
             &[],
             snapshot.negative_entries as f64,
         );
-        for state in ["pending", "processing", "done", "dead"] {
+        for &state in EventState::ALL {
             let depth = snapshot
                 .inbox
                 .iter()
-                .find(|(s, _)| s == state)
+                .find(|(s, _)| *s == state)
                 .map_or(0, |(_, n)| *n);
-            self.gauge("enricher_inbox_events", &[("state", state)], depth as f64);
+            let label = [("state", state.as_str())];
+            self.gauge("enricher_inbox_events", &label, depth as f64);
         }
         for (provider, circuit) in &snapshot.circuits {
             for state in ["closed", "open", "half_open"] {

@@ -206,7 +206,8 @@ impl Application {
             Duration::from_millis(settings.database.lock_wait_ms),
             store.shared_secret().await?,
         );
-        let subscription = crate::resolution::invalidation::subscribe(&store, &resolver).await?;
+        let subscription =
+            crate::resolution::invalidation::subscribe(store.as_ref(), &resolver).await?;
         let renderer = match &settings.message.template_path {
             Some(path) => {
                 let source =

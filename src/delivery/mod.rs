@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use crate::domain::LeadId;
 use crate::retry::{Failure, after_error, after_failure};
 use crate::state::AppState;
-use crate::store::{ClaimedEvent, Finish};
+use crate::store::{ClaimedEvent, Finish, Outcome};
 
 /// Why an event whose POST went unanswered ends in the dead letters.
 pub const UNKNOWN_OUTCOME: &str = "delivery outcome unknown: the message was sent and no answer \
@@ -104,7 +104,7 @@ pub async fn deliver(
             state.metrics.delivery("ok");
             tracing::info!("message delivered");
             Finish::Done {
-                outcome: "delivered".into(),
+                outcome: Outcome::Delivered,
                 contact_set: None,
             }
         }

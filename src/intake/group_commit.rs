@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::store::{DynStore, InsertOutcome, NewEvent, StoreError};
+use crate::store::{Inbox, InsertOutcome, NewEvent, StoreError};
 
 /// Batches committing at once unless configured (`server.group_commit_in_flight`). Postgres
 /// flushes the WAL of concurrent commits together, so a batch that arrives while another waits
@@ -43,7 +43,7 @@ struct Pending {
 /// The way intake stores events: grouped with other requests', or alone when turned off.
 #[derive(Clone)]
 pub struct GroupCommit {
-    store: DynStore,
+    store: Arc<dyn Inbox>,
     queue: Option<mpsc::Sender<Pending>>,
 }
 
@@ -51,14 +51,14 @@ impl GroupCommit {
     /// Starts the batching task (on the current runtime) unless `max_events` is 0, with
     /// [`DEFAULT_IN_FLIGHT`] batches committing at once. The task ends when the last handle is
     /// dropped.
-    pub fn start(store: DynStore, max_events: usize, wait: Duration) -> GroupCommit {
+    pub fn start(store: Arc<dyn Inbox>, max_events: usize, wait: Duration) -> GroupCommit {
         GroupCommit::start_with(store, max_events, wait, DEFAULT_IN_FLIGHT)
     }
 
     /// As [`GroupCommit::start`], with at most `in_flight` batches committing at once (at
     /// least one).
     pub fn start_with(
-        store: DynStore,
+        store: Arc<dyn Inbox>,
         max_events: usize,
         wait: Duration,
         in_flight: usize,
@@ -99,7 +99,7 @@ fn gone() -> StoreError {
 }
 
 async fn run(
-    store: DynStore,
+    store: Arc<dyn Inbox>,
     mut rx: mpsc::Receiver<Pending>,
     max_events: usize,
     wait: Duration,
@@ -146,14 +146,14 @@ async fn run(
         }
         let store = store.clone();
         tokio::spawn(async move {
-            commit(&store, batch).await;
+            commit(store.as_ref(), batch).await;
             drop(permit);
         });
     }
 }
 
 /// Stores one batch and answers each of its requests.
-async fn commit(store: &DynStore, batch: Vec<Pending>) {
+async fn commit(store: &dyn Inbox, batch: Vec<Pending>) {
     if batch.len() == 1 {
         let Pending { events, reply } = batch.into_iter().next().expect("one request");
         let result = store.insert_events(&events).await;

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use super::{Admin, unavailable};
 use crate::http::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::store::EventRecord;
+use crate::store::{EventRecord, EventState};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -24,8 +24,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(replay_one))
         .routes(routes!(replay_all))
 }
-
-const STATES: [&str; 4] = ["pending", "processing", "done", "dead"];
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ListQuery {
@@ -61,9 +59,9 @@ impl From<EventRecord> for EventView {
             lead_id: e.lead_id,
             event_at: e.event_at,
             action: e.action,
-            state: e.state,
+            state: e.state.to_string(),
             attempts: e.attempts,
-            outcome: e.outcome,
+            outcome: e.outcome.map(|o| o.to_string()),
             reason: e.last_error,
             delivered: e.delivered,
         }
@@ -83,18 +81,19 @@ async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<EventList>> {
-    if let Some(s) = &q.state
-        && !STATES.contains(&s.as_str())
-    {
-        return Err(ApiError::Unprocessable {
-            field: "state".into(),
-            problem: "must be pending, processing, done or dead".into(),
-        });
-    }
+    let wanted = match q.state.as_deref().map(str::parse::<EventState>).transpose() {
+        Ok(wanted) => wanted,
+        Err(_) => {
+            return Err(ApiError::Unprocessable {
+                field: "state".into(),
+                problem: "must be pending, processing, done or dead".into(),
+            });
+        }
+    };
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let events = state
         .store
-        .events(q.state.as_deref(), limit)
+        .events(wanted, limit)
         .await
         .map_err(unavailable)?;
     Ok(Json(EventList {
@@ -133,7 +132,7 @@ async fn replay_all(
     State(state): State<AppState>,
     Query(q): Query<ReplayQuery>,
 ) -> ApiResult<(StatusCode, Json<Replayed>)> {
-    if q.state != "dead" {
+    if !matches!(q.state.parse(), Ok(EventState::Dead)) {
         return Err(ApiError::Unprocessable {
             field: "state".into(),
             problem: "only dead events can be replayed".into(),

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Resolver;
 use crate::metrics::Metrics;
-use crate::store::{DynStore, Subscription};
+use crate::store::{Coordination, Subscription};
 
 /// Payload version: a future format is ignored by this one rather than misread.
 const VERSION: &str = "v1";
@@ -125,7 +125,7 @@ impl ListenerStatus {
 /// Subscribes for the first time, before memory is filled (warm-up), so nothing cached here
 /// predates the subscription. `None` on a single-instance backend.
 pub async fn subscribe(
-    store: &DynStore,
+    store: &dyn Coordination,
     resolver: &Resolver,
 ) -> Result<Option<Box<dyn Subscription>>, crate::store::StoreError> {
     let subscription = store.subscribe().await?;
@@ -138,7 +138,7 @@ pub async fn subscribe(
 /// Applies other instances' broadcasts until `shutdown`; on a lost connection drops all of
 /// memory, counts a reconnect and subscribes again, with backoff while the database is away.
 pub async fn listen(
-    store: DynStore,
+    store: Arc<dyn Coordination>,
     resolver: Arc<Resolver>,
     metrics: Arc<Metrics>,
     first: Option<Box<dyn Subscription>>,

@@ -382,7 +382,11 @@ impl Resolver {
             WorkApiAnswer::NotFound => Lookup::NotFound,
         };
         let until = self.negative_until();
-        keep_trying(|| self.store.record_person(cpf, &answer, "work_api", until)).await?;
+        keep_trying(|| {
+            self.store
+                .record_person(cpf, &answer, Provider::WorkApi, until)
+        })
+        .await?;
         // Another instance may still hold an older answer in memory (data past `max_age`,
         // or the answer a refresh replaces): it drops it and reads this one.
         self.broadcast(Invalidation::Keys(vec![

@@ -1,15 +1,19 @@
 //! Durable state: the webhook inbox, and everything bought from the providers.
 //!
-//! One interface, [`Store`], with a Postgres implementation (production, several instances)
-//! and a SQLite one (the embedded default, one instance only), chosen from the URL scheme.
-//! Both pass the same conformance tests (`tests/store.rs`). The store never calls a provider
-//! and never decides policy (TTLs, retries): callers pass instants and limits in.
+//! Four roles, [`Inbox`], [`People`], [`Coordination`] and [`Admin`], summed in [`Store`]:
+//! a caller takes the role it uses. One implementation of the statements (`sql.rs`) serves a
+//! Postgres backend (production, several instances) and a SQLite one (the embedded default,
+//! one instance only), chosen from the URL scheme; the dialect files hold only what differs.
+//! Both pass the same conformance tests (`tests/api/store/`). The store never calls a
+//! provider and never decides policy (TTLs, retries): callers pass instants and limits in.
 //!
 //! Paid answers are written the moment they arrive (`record_contact`, `record_person`), each
 //! in one transaction, so no later failure can throw away what was paid for.
 
 mod postgres;
+mod sql;
 mod sqlite;
+mod types;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +31,7 @@ use crate::event::{LeadEvent, Source};
 
 pub use postgres::PgStore;
 pub use sqlite::{InstanceLock, SqliteStore};
+pub use types::{ContactOrigin, EventState, Outcome, Provider, UnknownName};
 
 /// Shared handle to whichever backend the URL chose.
 pub type DynStore = Arc<dyn Store>;
@@ -158,7 +163,7 @@ pub struct ClaimedEvent {
     /// process stopped mid-delivery and the outcome is unknown.
     pub send_started: bool,
     /// POSTs of this event sent without an answer so far (see
-    /// [`Store::note_unknown_outcome`]); replays reset it.
+    /// [`Inbox::note_unknown_outcome`]); replays reset it.
     pub unknown_outcomes: i32,
 }
 
@@ -167,7 +172,7 @@ pub struct ClaimedEvent {
 pub enum Finish {
     /// Finished; `outcome` says how (delivered, closed, unchanged, ...).
     Done {
-        outcome: String,
+        outcome: Outcome,
         contact_set: Option<String>,
     },
     /// Try again at `at`; counts one failed attempt.
@@ -188,9 +193,9 @@ pub struct EventRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub event_at: OffsetDateTime,
     pub action: String,
-    pub state: String,
+    pub state: EventState,
     pub attempts: i32,
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
     pub last_error: Option<String>,
     pub delivered: bool,
 }
@@ -219,7 +224,7 @@ pub struct PartyCounts {
     pub negatives: i64,
 }
 
-/// What [`Store::replay_event`] did.
+/// What [`Inbox::replay_event`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replay {
     /// The dead event is pending again and due now.
@@ -227,10 +232,10 @@ pub enum Replay {
     /// No event has this id.
     NotFound,
     /// Only dead events are replayed; this one is in `state` and was left untouched.
-    NotReplayable { state: String },
+    NotReplayable { state: EventState },
 }
 
-/// What [`Store::erase_party`] removed. Counts are of rows deleted explicitly, child tables
+/// What [`People::erase_party`] removed. Counts are of rows deleted explicitly, child tables
 /// first, so the foreign-key cascades never remove anything uncounted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Erasure {
@@ -268,11 +273,8 @@ impl Erasure {
 }
 
 /// The key an erased inbox payload carries (`"erased": true`). The worker ends such an event
-/// done with the outcome [`ERASED_OUTCOME`] without reading anything else from it.
+/// done with the outcome [`Outcome::Erased`] without reading anything else from it.
 pub const ERASED_MARK: &str = "erased";
-
-/// The outcome of an event whose payload was erased before it was processed.
-pub const ERASED_OUTCOME: &str = "erased";
 
 /// Whether an inbox payload was redacted by an erasure.
 pub fn is_erased(payload: &Value) -> bool {
@@ -425,7 +427,7 @@ pub struct WarmPerson {
     pub position: WarmCursor,
 }
 
-/// A place in the newest-first order of [`Store::recent_people`]: the latest enrichment's
+/// A place in the newest-first order of [`People::recent_people`]: the latest enrichment's
 /// `fetched_at` and id, which together order every party strictly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WarmCursor {
@@ -456,17 +458,10 @@ pub trait Subscription: Send {
     async fn next(&mut self) -> Result<Option<String>, StoreError>;
 }
 
+/// The webhook inbox: what intake stores, workers claim and finish, operators list and
+/// replay, and retention prunes.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// "postgres" or "sqlite".
-    fn backend(&self) -> &'static str;
-
-    /// Applies pending migrations.
-    async fn migrate(&self) -> Result<(), StoreError>;
-
-    /// The database answers and every migration this binary knows is applied.
-    async fn ready(&self) -> Result<bool, StoreError>;
-
+pub trait Inbox: Send + Sync + 'static {
     /// Inserts events in one transaction; a known `(source, lead_id, event_at)` is a duplicate.
     async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<InsertOutcome>, StoreError>;
 
@@ -502,17 +497,80 @@ pub trait Store: Send + Sync + 'static {
     /// it is posted again. Returns false when the claim was lost.
     async fn note_unknown_outcome(&self, event: &ClaimedEvent) -> Result<bool, StoreError>;
 
+    /// Extends the lease of an event this worker still holds; false when the claim was lost.
+    async fn renew_lease(&self, event: &ClaimedEvent, lease: Duration) -> Result<bool, StoreError>;
+
     /// Leaves the event done, due again later, or dead. Returns false when the claim was lost.
     async fn finish(&self, event: &ClaimedEvent, finish: Finish) -> Result<bool, StoreError>;
 
+    /// Hands a claimed event back at shutdown, when its worker was stopped before it ended:
+    /// pending, due now, no claim or lease, attempts unchanged (nothing failed), so the next
+    /// process takes it at once instead of after the lease. Only while the claim is still
+    /// ours and no POST is under way: an event with the "sending" mark keeps its claim and
+    /// comes back when the lease runs out, under the unknown-outcome rule. Returns whether
+    /// it was handed back.
+    async fn release(&self, event: &ClaimedEvent) -> Result<bool, StoreError>;
+
     async fn event(&self, id: i64) -> Result<Option<EventRecord>, StoreError>;
 
-    async fn events(&self, state: Option<&str>, limit: u32)
-    -> Result<Vec<EventRecord>, StoreError>;
+    async fn events(
+        &self,
+        state: Option<EventState>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError>;
 
-    /// Number of inbox rows in each state.
-    async fn event_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Puts a dead event back in the queue: pending, due now, attempts 0, no claim, lease,
+    /// "sending" mark or outcome. Its rendered `message` and `contact_set` are kept, so the
+    /// replay posts the same text without paying the providers again, and `last_error` stays
+    /// until the next outcome overwrites it. Events in any other state are left untouched.
+    /// The usual claim order still holds: a replayed event waits while another event of its
+    /// lead holds a live lease.
+    async fn replay_event(&self, id: i64) -> Result<Replay, StoreError>;
 
+    /// [`Inbox::replay_event`] for every dead event, in one statement; returns how many.
+    async fn replay_dead(&self) -> Result<u64, StoreError>;
+
+    /// The stored lead event of the lead's event with the greatest `event_at` (ties:
+    /// greatest id) among those that still have one (erasure and payload retention remove
+    /// it), whatever its state; `None` when there is none.
+    async fn latest_event(
+        &self,
+        source: Source,
+        lead: &LeadId,
+    ) -> Result<Option<LeadEvent>, StoreError>;
+
+    /// Rows written before lead events were stored (no lead event, payload not erased), by
+    /// id after `after`, at most `limit`: what the conversion at startup reads.
+    async fn events_without_lead_event(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<UnconvertedEvent>, StoreError>;
+
+    /// Stores the converted lead event of such a row, unless it got one or was erased
+    /// meanwhile; whether it was written.
+    async fn set_lead_event(&self, id: i64, event: &LeadEvent) -> Result<bool, StoreError>;
+
+    /// Deletes done events last touched before `older_than`, except each lead's latest event
+    /// (it answers duplicate deliveries and "did the contacts change?"). Pending, processing
+    /// and dead events are never deleted. Returns how many went.
+    async fn prune_done(&self, older_than: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Retention of the raw payloads (the CRM's copy of the customer): every done event
+    /// last touched before `older_than` whose payload is not already redacted gets
+    /// [`purge_payload`]'s payload and loses its rendered message; its contact set goes too
+    /// unless it is the lead's latest one ("did the contacts change?" compares against it).
+    /// The row itself stays, with source, lead id and `event_at`, so duplicate deliveries
+    /// are still recognized. Pending, processing and dead events are never touched (a dead
+    /// one may be replayed, which needs its message). `updated_at` is left as it was.
+    /// Works in batches of [`PURGE_BATCH`]; returns how many payloads were purged.
+    async fn purge_payloads(&self, older_than: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
+/// Everything bought from the providers: the lookup index, persons, remembered not-founds,
+/// the lead links, warming and erasure.
+#[async_trait]
+pub trait People: Send + Sync + 'static {
     /// What the database knows of a contact: the CPF a lookup found, or a remembered
     /// not-found that has not expired; `None` when it has to be bought.
     async fn find_contact(&self, key: &ContactKey) -> Result<Option<Lookup<Cpf>>, StoreError>;
@@ -540,43 +598,9 @@ pub trait Store: Send + Sync + 'static {
         &self,
         cpf: &Cpf,
         answer: &Lookup<(Value, Person)>,
-        provider: &str,
+        provider: Provider,
         negative_until: OffsetDateTime,
     ) -> Result<(), StoreError>;
-
-    async fn party_counts(&self) -> Result<PartyCounts, StoreError>;
-
-    /// Puts a dead event back in the queue: pending, due now, attempts 0, no claim, lease,
-    /// "sending" mark or outcome. Its rendered `message` and `contact_set` are kept, so the
-    /// replay posts the same text without paying the providers again, and `last_error` stays
-    /// until the next outcome overwrites it. Events in any other state are left untouched.
-    /// The usual claim order still holds: a replayed event waits while another event of its
-    /// lead holds a live lease.
-    async fn replay_event(&self, id: i64) -> Result<Replay, StoreError>;
-
-    /// [`Store::replay_event`] for every dead event, in one statement; returns how many.
-    async fn replay_dead(&self) -> Result<u64, StoreError>;
-
-    /// The stored lead event of the lead's event with the greatest `event_at` (ties:
-    /// greatest id) among those that still have one (erasure and payload retention remove
-    /// it), whatever its state; `None` when there is none.
-    async fn latest_event(
-        &self,
-        source: Source,
-        lead: &LeadId,
-    ) -> Result<Option<LeadEvent>, StoreError>;
-
-    /// Rows written before lead events were stored (no lead event, payload not erased), by
-    /// id after `after`, at most `limit`: what the conversion at startup reads.
-    async fn events_without_lead_event(
-        &self,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<UnconvertedEvent>, StoreError>;
-
-    /// Stores the converted lead event of such a row, unless it got one or was erased
-    /// meanwhile; whether it was written.
-    async fn set_lead_event(&self, id: i64, event: &LeadEvent) -> Result<bool, StoreError>;
 
     /// Right to erasure, in one transaction: deletes the remembered not-founds of the CPF
     /// and of every contact value of its party, then the party's lead links, enrichments,
@@ -592,7 +616,7 @@ pub trait Store: Send + Sync + 'static {
     /// too, and they are listed in `contact_keys`. An event being processed loses its claim
     /// and goes back to pending (the worker holding it can no longer write or post); pending
     /// and dead events keep their state. The worker ends any erased event done with the
-    /// outcome [`ERASED_OUTCOME`]. Finding the events reads the customer contacts of every
+    /// outcome [`Outcome::Erased`]. Finding the events reads the customer contacts of every
     /// inbox row (the inbox is bounded by retention), parsed as the worker parses them.
     async fn erase_party(
         &self,
@@ -600,9 +624,6 @@ pub trait Store: Send + Sync + 'static {
         action: &str,
         cpf_hash: &str,
     ) -> Result<Erasure, StoreError>;
-
-    /// The latest `limit` erasure audit rows, newest first.
-    async fn erasure_audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// The `limit` parties enriched most recently (by their latest enrichment's `fetched_at`,
     /// newest first; ties: latest enrichment id), each with that enrichment's normalized data
@@ -627,10 +648,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Remembered not-founds that have not expired.
     async fn count_negatives(&self) -> Result<i64, StoreError>;
+}
 
-    /// Extends the lease of an event this worker still holds; false when the claim was lost.
-    async fn renew_lease(&self, event: &ClaimedEvent, lease: Duration) -> Result<bool, StoreError>;
-
+/// What instances sharing one database need from each other: purchase locks, invalidation
+/// broadcasts and their shared secret. No-ops where one instance is all there is (SQLite).
+#[async_trait]
+pub trait Coordination: Send + Sync + 'static {
     /// Waits (up to `wait`) until no other instance holds the purchase lock of `key` and
     /// takes it. `None` where one instance is all there is (SQLite): memory's single flight is
     /// then the whole lock. A wait that runs out is [`StoreError::Busy`].
@@ -651,33 +674,37 @@ pub trait Store: Send + Sync + 'static {
     /// A secret shared by every instance on this database, for keyed hashes of the keys that
     /// broadcasts name; `None` on a single-instance backend.
     async fn shared_secret(&self) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// The database itself and the counts operators and tests read.
+#[async_trait]
+pub trait Admin: Send + Sync + 'static {
+    /// "postgres" or "sqlite".
+    fn backend(&self) -> &'static str;
+
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// The database answers and every migration this binary knows is applied.
+    async fn ready(&self) -> Result<bool, StoreError>;
 
     /// Closes every connection now, without waiting for anything but their release.
     async fn close(&self);
 
-    /// Deletes done events last touched before `older_than`, except each lead's latest event
-    /// (it answers duplicate deliveries and "did the contacts change?"). Pending, processing
-    /// and dead events are never deleted. Returns how many went.
-    async fn prune_done(&self, older_than: OffsetDateTime) -> Result<u64, StoreError>;
+    /// Number of inbox rows in each state.
+    async fn event_counts(&self) -> Result<Vec<(EventState, i64)>, StoreError>;
 
-    /// Retention of the raw payloads (the CRM's copy of the customer): every done event
-    /// last touched before `older_than` whose payload is not already redacted gets
-    /// [`purge_payload`]'s payload and loses its rendered message; its contact set goes too
-    /// unless it is the lead's latest one ("did the contacts change?" compares against it).
-    /// The row itself stays, with source, lead id and `event_at`, so duplicate deliveries
-    /// are still recognized. Pending, processing and dead events are never touched (a dead
-    /// one may be replayed, which needs its message). `updated_at` is left as it was.
-    /// Works in batches of [`PURGE_BATCH`]; returns how many payloads were purged.
-    async fn purge_payloads(&self, older_than: OffsetDateTime) -> Result<u64, StoreError>;
+    async fn party_counts(&self) -> Result<PartyCounts, StoreError>;
 
-    /// Hands a claimed event back at shutdown, when its worker was stopped before it ended:
-    /// pending, due now, no claim or lease, attempts unchanged (nothing failed), so the next
-    /// process takes it at once instead of after the lease. Only while the claim is still
-    /// ours and no POST is under way: an event with the "sending" mark keeps its claim and
-    /// comes back when the lease runs out, under the unknown-outcome rule. Returns whether
-    /// it was handed back.
-    async fn release(&self, event: &ClaimedEvent) -> Result<bool, StoreError>;
+    /// The latest `limit` erasure audit rows, newest first.
+    async fn erasure_audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
 }
+
+/// The whole store: every role, as one backend implements them. Callers that need one role
+/// take that role (`&dyn Inbox`, `Arc<dyn People>`, ...); an `Arc<dyn Store>` coerces to each.
+pub trait Store: Inbox + People + Coordination + Admin {}
+
+impl<T: Inbox + People + Coordination + Admin> Store for T {}
 
 /// Opens the backend the URL names. Does not migrate.
 pub async fn connect(settings: &DatabaseSettings) -> Result<DynStore, StoreError> {

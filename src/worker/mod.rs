@@ -23,7 +23,7 @@ use crate::event::{Action, Destination, LeadEvent};
 use crate::message::{Finding, Via};
 use crate::retry::{after_error, after_failure};
 use crate::state::AppState;
-use crate::store::{ClaimedEvent, Finish, LeadLink, Lookup, contact_set};
+use crate::store::{ClaimedEvent, Finish, LeadLink, Lookup, Outcome, contact_set};
 
 /// Runs until `shutdown` is cancelled, then drains.
 pub async fn run(state: AppState, shutdown: CancellationToken) {
@@ -173,7 +173,7 @@ pub async fn process(state: &AppState, event: ClaimedEvent, lease: Duration) {
     };
     match &finish {
         Finish::Done { outcome, .. } => {
-            state.metrics.event_finished("done", outcome);
+            state.metrics.event_finished("done", outcome.as_str());
             tracing::info!(outcome = %outcome, "event done");
         }
         Finish::Retry { error, at } => {
@@ -202,7 +202,7 @@ async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
     // and the event must not be dead-lettered as unreadable (an operator would replay it).
     if crate::store::is_erased(&event.payload) {
         return Finish::Done {
-            outcome: crate::store::ERASED_OUTCOME.into(),
+            outcome: Outcome::Erased,
             contact_set: None,
         };
     }
@@ -257,7 +257,7 @@ async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
             Ok(Prepared::Send(m)) => m,
             Ok(Prepared::Skip { outcome, set }) => {
                 return Finish::Done {
-                    outcome: outcome.into(),
+                    outcome,
                     contact_set: Some(set),
                 };
             }
@@ -278,7 +278,7 @@ pub const STORED: &str = "stored";
 
 enum Prepared {
     Send(String),
-    Skip { outcome: &'static str, set: String },
+    Skip { outcome: Outcome, set: String },
 }
 
 /// Decides whether the event needs a message and, if so, resolves, links and renders it.
@@ -296,13 +296,13 @@ async fn prepare(
     match action {
         Action::Close => {
             return Ok(Prepared::Skip {
-                outcome: "closed",
+                outcome: Outcome::Closed,
                 set,
             });
         }
         Action::Other { .. } => {
             return Ok(Prepared::Skip {
-                outcome: "ignored_action",
+                outcome: Outcome::IgnoredAction,
                 set,
             });
         }
@@ -314,7 +314,7 @@ async fn prepare(
                 .map_err(|e| transient(state, event, format!("store: {e}")))?;
             if previous.as_deref() == Some(set.as_str()) {
                 return Ok(Prepared::Skip {
-                    outcome: "unchanged",
+                    outcome: Outcome::Unchanged,
                     set,
                 });
             }
@@ -323,7 +323,7 @@ async fn prepare(
     }
     if keys.is_empty() {
         return Ok(Prepared::Skip {
-            outcome: "no_contact",
+            outcome: Outcome::NoContact,
             set,
         });
     }

@@ -181,7 +181,7 @@ both_backends!(
         for id in waiting.iter().chain([&blocker]) {
             let event = w.wait_final(*id).await;
             assert_eq!(
-                (event.state.as_str(), event.outcome.as_deref()),
+                (event.state.as_str(), event.outcome.map(|o| o.as_str())),
                 ("done", Some("delivered")),
                 "event {id}"
             );
@@ -234,7 +234,7 @@ both_backends!(
         let second = w.process(&[]).await;
         let event = w.wait_final(id).await;
         assert_eq!(
-            (event.state.as_str(), event.outcome.as_deref()),
+            (event.state.as_str(), event.outcome.map(|o| o.as_str())),
             ("done", Some("delivered"))
         );
         assert_eq!(w.posted_leads().await, ["L-1"]);
@@ -289,7 +289,7 @@ both_backends!(
         for id in &ids {
             let event = w.wait_final(*id).await;
             assert_eq!(
-                (event.state.as_str(), event.outcome.as_deref()),
+                (event.state.as_str(), event.outcome.map(|o| o.as_str())),
                 ("done", Some("delivered")),
                 "event {id}"
             );
@@ -384,7 +384,7 @@ async fn a_kill_after_the_purchases_are_stored_and_before_the_post_sends_once_an
     let second = w.process(&[]).await;
     let event = w.wait_final(id).await;
     assert_eq!(
-        (event.state.as_str(), event.outcome.as_deref()),
+        (event.state.as_str(), event.outcome.map(|o| o.as_str())),
         ("done", Some("delivered"))
     );
     assert_eq!(w.posted_leads().await, ["L-1"]);
@@ -422,7 +422,7 @@ both_backends!(
 
         let second = w.process(&[]).await;
         let event = w.wait_final(id).await;
-        assert_eq!(event.state, "dead");
+        assert_eq!(event.state.as_str(), "dead");
         assert_eq!(
             event.last_error.as_deref(),
             Some(enricher::delivery::UNKNOWN_OUTCOME)

@@ -43,7 +43,7 @@ both_backends!(
 
         let ids = app.post_c2s_ok(&lead("L-1")).await;
         let event = app.wait_final(ids[0]).await;
-        assert_eq!(event.outcome.as_deref(), Some("delivered"));
+        assert_eq!(event.outcome.map(|o| o.as_str()), Some("delivered"));
         assert_eq!(event.attempts, 2, "two failed attempts before the success");
         app.verify_mocks().await;
     }
@@ -58,7 +58,7 @@ both_backends!(
 
         let ids = app.post_c2s_ok(&lead("L-1")).await;
         let event = app.wait_final(ids[0]).await;
-        assert_eq!(event.state, "dead");
+        assert_eq!(event.state.as_str(), "dead");
         assert_eq!(event.attempts, 1);
         assert!(
             event.last_error.as_deref().unwrap().contains("404"),
@@ -84,7 +84,7 @@ both_backends!(
 
         let ids = app.post_c2s_ok(&lead("L-1")).await;
         let event = app.wait_final(ids[0]).await;
-        assert_eq!(event.state, "dead");
+        assert_eq!(event.state.as_str(), "dead");
         assert_eq!(event.attempts, 4);
         assert!(
             event
@@ -130,7 +130,7 @@ async fn a_429_is_retried_no_sooner_than_its_retry_after() {
         .await;
     let ids = app.post_c2s_ok(&lead("L-1")).await;
     assert_eq!(
-        app.wait_final(ids[0]).await.outcome.as_deref(),
+        app.wait_final(ids[0]).await.outcome.map(|o| o.as_str()),
         Some("delivered")
     );
     let arrivals = arrivals.lock().unwrap().clone();
@@ -168,7 +168,7 @@ both_backends!(
                     .event(id)
                     .await
                     .ok()?
-                    .filter(|e| e.attempts == 1 && e.state == "pending")
+                    .filter(|e| e.attempts == 1 && e.state.as_str() == "pending")
             }
         })
         .await;
@@ -182,7 +182,7 @@ both_backends!(
                 stopped.state.as_str(),
                 stopped.attempts,
                 stopped.delivered,
-                stopped.outcome.as_deref()
+                stopped.outcome.map(|o| o.as_str())
             ),
             ("pending", 1, false, None)
         );
@@ -190,7 +190,7 @@ both_backends!(
         let app = app.restart().await;
         let event = app.wait_final(id).await;
         assert_eq!(
-            (event.outcome.as_deref(), event.attempts),
+            (event.outcome.map(|o| o.as_str()), event.attempts),
             (Some("delivered"), 1)
         );
         assert_eq!(app.c2s_messages().await.len(), 2);
@@ -257,7 +257,7 @@ both_backends!(
 
         let app = app.restart().await;
         let event = app.wait_final(claimed[0].id).await;
-        assert_eq!(event.state, "dead");
+        assert_eq!(event.state.as_str(), "dead");
         assert!(
             event
                 .last_error

@@ -51,7 +51,7 @@ both_backends!(
 
             let ids = app.post_c2s_ok(&lead(lead_id)).await;
             let event = app.wait_final(ids[0]).await;
-            assert_eq!(event.state, "dead", "{answered}");
+            assert_eq!(event.state.as_str(), "dead", "{answered}");
             let reason = event.last_error.unwrap();
             assert!(reason.contains("does not match the request"), "{reason}");
             assert!(!reason.contains(answered), "no CPF in the reason: {reason}");
@@ -90,7 +90,11 @@ both_backends!(
 
         let ids = app.post_c2s_ok(&lead("L1")).await;
         let event = app.wait_final(ids[0]).await;
-        assert_eq!(event.outcome.as_deref(), Some("delivered"), "{event:?}");
+        assert_eq!(
+            event.outcome.map(|o| o.as_str()),
+            Some("delivered"),
+            "{event:?}"
+        );
         let (_, message) = app.c2s_messages().await.pop().unwrap();
         assert!(message.contains("Nome: MARIA APARECIDA"), "{message}");
         app.verify_mocks().await;
@@ -115,7 +119,7 @@ both_backends!(
 
         let ids = app.post_c2s_ok(&lead("L1")).await;
         let event = app.wait_final(ids[0]).await;
-        assert_eq!(event.state, "dead");
+        assert_eq!(event.state.as_str(), "dead");
         let reason = event.last_error.unwrap();
         assert!(reason.contains("larger than 16384 bytes"), "{reason}");
         assert_eq!(app.store().party_counts().await.unwrap().enrichments, 0);
@@ -176,7 +180,7 @@ both_backends!(
 
         let ids = app.post_c2s_ok(&lead("L1")).await;
         let event = app.wait_final(ids[0]).await;
-        assert_eq!(event.state, "dead");
+        assert_eq!(event.state.as_str(), "dead");
         assert!(
             event
                 .last_error
@@ -207,7 +211,7 @@ async fn with_one_repost_allowed_a_slow_crm_gets_exactly_two_messages_and_no_mor
 
     let ids = app.post_c2s_ok(&lead("L1")).await;
     let event = app.wait_final(ids[0]).await;
-    assert_eq!(event.state, "dead");
+    assert_eq!(event.state.as_str(), "dead");
     assert!(
         event
             .last_error
@@ -245,7 +249,7 @@ async fn with_one_repost_allowed_an_event_whose_process_died_mid_post_is_posted_
 
     let app = app.restart().await;
     let event = app.wait_final(claimed[0].id).await;
-    assert_eq!(event.outcome.as_deref(), Some("delivered"));
+    assert_eq!(event.outcome.map(|o| o.as_str()), Some("delivered"));
     app.c2s.verify().await;
 }
 
@@ -262,7 +266,7 @@ async fn a_crm_that_refuses_connections_is_retried_normally_since_nothing_was_se
     mock_phone_person(&app, 1).await;
     let ids = app.post_c2s_ok(&lead("L1")).await;
     let event = app.wait_final(ids[0]).await;
-    assert_eq!(event.state, "dead");
+    assert_eq!(event.state.as_str(), "dead");
     let reason = event.last_error.unwrap();
     assert!(
         reason.contains("gave up after 3 attempts: c2s: connection failed"),
@@ -525,7 +529,7 @@ both_backends!(
                 let store = store.clone();
                 async move {
                     store.event(id).await.ok()?.filter(|e| {
-                        e.state == "pending"
+                        e.state.as_str() == "pending"
                             && e.last_error
                                 .as_deref()
                                 .is_some_and(|r| r.contains("circuit open"))
@@ -585,7 +589,7 @@ both_backends!(
 
         let id = app.post_c2s_ok(&lead("L1")).await[0];
         let event = app.wait_final(id).await;
-        assert_eq!(event.outcome.as_deref(), Some("delivered"));
+        assert_eq!(event.outcome.map(|o| o.as_str()), Some("delivered"));
         app.verify_mocks().await;
     }
 );
@@ -614,7 +618,11 @@ both_backends!(
 
         let id = app.post_c2s_ok(&lead("L1")).await[0];
         let event = app.wait_final(id).await;
-        assert_eq!(event.outcome.as_deref(), Some("delivered"), "{event:?}");
+        assert_eq!(
+            event.outcome.map(|o| o.as_str()),
+            Some("delivered"),
+            "{event:?}"
+        );
         app.verify_mocks().await;
     }
 );

@@ -109,7 +109,7 @@ async fn template() -> &'static str {
                         enricher::store::PgStore::connect(&with_database(&admin, &building), 2, 1)
                             .await
                             .unwrap();
-                    use enricher::store::Store;
+                    use enricher::store::Admin;
                     store.migrate().await.unwrap();
                     store.pool().close().await;
                 }
@@ -396,21 +396,6 @@ impl TestDb {
         let store = enricher::store::connect(&settings).await.unwrap();
         store.migrate().await.unwrap();
         store
-    }
-
-    /// The clock the store compares retries, leases and expiries with: Postgres's own
-    /// `now()`, or the process clock the SQLite store reads. Tests take instants from it,
-    /// so a skew between the test's clock and the database's cannot blur them.
-    pub async fn now(&self) -> time::OffsetDateTime {
-        if self.pg_name.is_some() {
-            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
-            sqlx::query_scalar("SELECT now()")
-                .fetch_one(&mut conn)
-                .await
-                .unwrap()
-        } else {
-            time::OffsetDateTime::now_utc()
-        }
     }
 
     /// Runs one statement on this database as the test wrote it (same SQL on both backends).

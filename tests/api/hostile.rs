@@ -218,7 +218,7 @@ async fn a_lead_id_is_one_path_segment_of_the_crm_url_whatever_it_holds() {
         ))
         .await;
     let event = app.wait_final(ids[0]).await;
-    assert_eq!(event.outcome.as_deref(), Some("delivered"));
+    assert_eq!(event.outcome.map(|o| o.as_str()), Some("delivered"));
     let posted = app.c2s.received_requests().await.unwrap();
     assert_eq!(
         posted[0].url.path(),
@@ -268,7 +268,11 @@ both_backends!(
                 ))
                 .await;
             let event = app.wait_final(ids[0]).await;
-            assert_eq!(event.outcome.as_deref(), Some("no_contact"), "{email}");
+            assert_eq!(
+                event.outcome.map(|o| o.as_str()),
+                Some("no_contact"),
+                "{email}"
+            );
         }
         assert!(app.diretrix.received_requests().await.unwrap().is_empty());
     }
@@ -368,7 +372,7 @@ both_backends!(
             json!("Maria\n\n✅ DADOS PESSOAIS\nCPF: 000.000.000-00\u{1b}[2J\u{7}\u{202E}");
         let ids = app.post_c2s_ok(&event).await;
         assert_eq!(
-            app.wait_final(ids[0]).await.outcome.as_deref(),
+            app.wait_final(ids[0]).await.outcome.map(|o| o.as_str()),
             Some("delivered")
         );
         let (_, message) = app.c2s_messages().await.pop().unwrap();
@@ -417,7 +421,7 @@ both_backends!(
             ))
             .await;
         assert_eq!(
-            app.wait_final(ids[0]).await.outcome.as_deref(),
+            app.wait_final(ids[0]).await.outcome.map(|o| o.as_str()),
             Some("delivered")
         );
         let (_, message) = app.c2s_messages().await.pop().unwrap();

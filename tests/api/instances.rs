@@ -132,7 +132,10 @@ async fn each_key_is_bought_once_across(instances: usize) {
     let leads = burst(&apps, people, copies).await;
     let events = wait_all_final(&apps[0], leads.len(), Duration::from_secs(30)).await;
 
-    assert!(events.iter().all(|e| e.state == "done"), "{events:?}");
+    assert!(
+        events.iter().all(|e| e.state.as_str() == "done"),
+        "{events:?}"
+    );
     let per_lead = messages_per_lead(&apps[0]).await;
     for lead in &leads {
         assert_eq!(per_lead.get(lead), Some(&1), "messages for lead {lead}");
@@ -184,7 +187,10 @@ async fn a_crashed_instances_events_are_finished_by_the_others_within_a_lease() 
         took < lease + Duration::from_secs(5),
         "takeover took {took:?} with a {lease:?} lease"
     );
-    assert!(events.iter().all(|e| e.state == "done"), "{events:?}");
+    assert!(
+        events.iter().all(|e| e.state.as_str() == "done"),
+        "{events:?}"
+    );
     let per_lead = messages_per_lead(&survivors[0]).await;
     for lead in &leads {
         assert_eq!(per_lead.get(lead), Some(&1), "messages for lead {lead}");
@@ -202,7 +208,10 @@ async fn a_lease_shorter_than_a_provider_call_is_kept_by_the_heartbeat() {
     mock_c2s_ok(&apps[0].c2s, 1).await;
     let leads = burst(&apps[..1], 1, 1).await;
     let events = wait_all_final(&apps[1], leads.len(), Duration::from_secs(20)).await;
-    assert!(events.iter().all(|e| e.state == "done"), "{events:?}");
+    assert!(
+        events.iter().all(|e| e.state.as_str() == "done"),
+        "{events:?}"
+    );
     assert_eq!(events[0].attempts, 0, "{events:?}");
     let workers_that_looked_up: usize = apps
         .iter()
@@ -244,7 +253,7 @@ async fn two_instances_remembering_maria() -> Vec<TestApp> {
             None,
         ))
         .await;
-    assert_eq!(apps[0].wait_final(ids[0]).await.state, "done");
+    assert_eq!(apps[0].wait_final(ids[0]).await.state.as_str(), "done");
     for app in &apps {
         let warmed = app
             .admin(Method::POST, "/cache/warm?limit=10")
@@ -352,7 +361,7 @@ async fn a_refresh_on_one_instance_replaces_the_others_memory_within_a_second() 
     assert_eq!(refreshed.status(), 202);
     let body: Value = refreshed.json().await.unwrap();
     let id = body["event_id"].as_i64().unwrap();
-    assert_eq!(apps[0].wait_final(id).await.state, "done");
+    assert_eq!(apps[0].wait_final(id).await.state.as_str(), "done");
     // Whichever instance worked the refresh holds the new person; the other dropped the old.
     for app in &apps {
         wait_for(
@@ -468,7 +477,7 @@ async fn a_second_process_on_one_sqlite_file_is_refused_and_the_first_keeps_work
             None,
         ))
         .await;
-    assert_eq!(app.wait_final(ids[0]).await.state, "done");
+    assert_eq!(app.wait_final(ids[0]).await.state.as_str(), "done");
     app.verify_mocks().await;
 }
 
@@ -508,7 +517,10 @@ async fn intake_keeps_answering_while_more_purchases_wait_than_the_pools_hold() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let events = wait_all_final(&apps[0], leads.len() + 20, Duration::from_secs(60)).await;
-    assert!(events.iter().all(|e| e.state == "done"), "{events:?}");
+    assert!(
+        events.iter().all(|e| e.state.as_str() == "done"),
+        "{events:?}"
+    );
     latencies.sort();
     let worst = *latencies.last().unwrap();
     println!(
@@ -572,7 +584,7 @@ async fn a_purchase_lock_held_too_long_elsewhere_retries_the_event_and_buys_once
     // The other instance is done: the retry buys, once.
     sqlx::query("COMMIT").execute(&mut other).await.unwrap();
     let events = wait_all_final(app, leads.len(), Duration::from_secs(20)).await;
-    assert_eq!(events[0].state, "done", "{events:?}");
+    assert_eq!(events[0].state.as_str(), "done", "{events:?}");
     app.verify_mocks().await;
 }
 
@@ -672,7 +684,7 @@ crate::both_backends!(
         let dropped = app.admin(Method::DELETE, "/cache").send().await.unwrap();
         assert_eq!(dropped.status(), 200);
         let events = wait_all_final(&app, leads.len(), Duration::from_secs(20)).await;
-        assert_eq!(events[0].state, "done");
+        assert_eq!(events[0].state.as_str(), "done");
         let (phone, _) = person(0);
         // Bought and stored, but dropped from memory: the drop came after the load began.
         assert_eq!(

@@ -37,7 +37,7 @@ fn lead(id: &str, phone: &str) -> Value {
 async fn deliver(app: &TestApp, id: &str, phone: &str) {
     let ids = app.post_c2s_ok(&lead(id, phone)).await;
     assert_eq!(
-        app.wait_final(ids[0]).await.outcome.as_deref(),
+        app.wait_final(ids[0]).await.outcome.map(|o| o.as_str()),
         Some("delivered"),
         "{id}"
     );
@@ -500,7 +500,7 @@ both_backends!(
                 .record_person(
                     cpf,
                     &Lookup::Found((raw.clone(), person)),
-                    "work_api",
+                    enricher::store::Provider::WorkApi,
                     OffsetDateTime::now_utc() + time::Duration::days(1),
                 )
                 .await
@@ -548,7 +548,7 @@ both_backends!(
         let first = app.post_c2s_ok(&lead("L-1", PHONE_NATIONAL)).await[0];
         let second = app.post_c2s_ok(&lead("L-2", OTHER_PHONE)).await[0];
         for id in [first, second] {
-            assert_eq!(app.wait_final(id).await.state, "dead");
+            assert_eq!(app.wait_final(id).await.state.as_str(), "dead");
         }
 
         let list = json(
@@ -574,7 +574,7 @@ both_backends!(
         .await;
         assert_eq!(replayed["replayed"], 1);
         assert_eq!(
-            app.wait_final(first).await.outcome.as_deref(),
+            app.wait_final(first).await.outcome.map(|o| o.as_str()),
             Some("delivered")
         );
         let again = app
@@ -622,7 +622,7 @@ both_backends!(
         .await;
         assert_eq!(all["replayed"], 1);
         assert_eq!(
-            app.wait_final(second).await.outcome.as_deref(),
+            app.wait_final(second).await.outcome.map(|o| o.as_str()),
             Some("delivered")
         );
         let messages = app.c2s_messages().await;
@@ -759,7 +759,7 @@ both_backends!(
         .await;
         let id = queued["event_id"].as_i64().unwrap();
         assert_eq!(
-            app.wait_final(id).await.outcome.as_deref(),
+            app.wait_final(id).await.outcome.map(|o| o.as_str()),
             Some("delivered")
         );
         assert_eq!(app.store().party_counts().await.unwrap().enrichments, 2);

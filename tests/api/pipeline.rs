@@ -102,7 +102,7 @@ both_backends!(
         let ids = app.post_c2s_ok(&fixture("c2s_webhook_create.json")).await;
         let event = app.wait_final(ids[0]).await;
         assert_eq!(
-            (event.state.as_str(), event.outcome.as_deref()),
+            (event.state.as_str(), event.outcome.map(|o| o.as_str())),
             ("done", Some("delivered"))
         );
 
@@ -140,7 +140,7 @@ both_backends!(
         );
         let ids = app.post_c2s_ok(&other).await;
         assert_eq!(
-            app.wait_final(ids[0]).await.outcome.as_deref(),
+            app.wait_final(ids[0]).await.outcome.map(|o| o.as_str()),
             Some("delivered")
         );
 
@@ -155,7 +155,7 @@ both_backends!(
         );
         let ids = app.post_c2s_ok(&third).await;
         assert_eq!(
-            app.wait_final(ids[0]).await.outcome.as_deref(),
+            app.wait_final(ids[0]).await.outcome.map(|o| o.as_str()),
             Some("delivered")
         );
         let messages = app.c2s_messages().await;
@@ -252,7 +252,7 @@ both_backends!(
                     let counts = store.event_counts().await.ok()?;
                     let processing = counts
                         .iter()
-                        .find(|(state, _)| state == "processing")
+                        .find(|(state, _)| state.as_str() == "processing")
                         .map_or(0, |(_, n)| *n);
                     (processing == N as i64 && arrived.load(Ordering::SeqCst) >= 1).then_some(())
                 }
@@ -262,7 +262,7 @@ both_backends!(
         Held::release(&released);
         for id in ids {
             assert_eq!(
-                app.wait_final(id).await.outcome.as_deref(),
+                app.wait_final(id).await.outcome.map(|o| o.as_str()),
                 Some("delivered")
             );
         }
@@ -308,7 +308,7 @@ both_backends!(
         );
         let ids = app.post_c2s_ok(&first).await;
         assert_eq!(
-            app.wait_final(ids[0]).await.outcome.as_deref(),
+            app.wait_final(ids[0]).await.outcome.map(|o| o.as_str()),
             Some("delivered")
         );
         let counts = app.store().party_counts().await.unwrap();
@@ -337,7 +337,7 @@ both_backends!(
         );
         let ids = app.post_c2s_ok(&third).await;
         assert_eq!(
-            app.wait_final(ids[0]).await.outcome.as_deref(),
+            app.wait_final(ids[0]).await.outcome.map(|o| o.as_str()),
             Some("delivered")
         );
         app.verify_mocks().await;
@@ -367,7 +367,7 @@ both_backends!(
         );
         let ids = app.post_c2s_ok(&first).await;
         assert_eq!(
-            app.wait_final(ids[0]).await.outcome.as_deref(),
+            app.wait_final(ids[0]).await.outcome.map(|o| o.as_str()),
             Some("delivered")
         );
         let body = &app.c2s_messages().await[0].1;
@@ -384,7 +384,7 @@ both_backends!(
         );
         let ids = app.post_c2s_ok(&second).await;
         assert_eq!(
-            app.wait_final(ids[0]).await.outcome.as_deref(),
+            app.wait_final(ids[0]).await.outcome.map(|o| o.as_str()),
             Some("delivered")
         );
         app.verify_mocks().await;
@@ -436,7 +436,11 @@ both_backends!(
                 .post_c2s_ok(&c2s_event("L-1", action, at, phone, email))
                 .await;
             let event = app.wait_final(ids[0]).await;
-            assert_eq!(event.outcome.as_deref(), Some(outcome), "{action} at {at}");
+            assert_eq!(
+                event.outcome.map(|o| o.as_str()),
+                Some(outcome),
+                "{action} at {at}"
+            );
         }
         assert_eq!(app.c2s_messages().await.len(), 2);
         app.verify_mocks().await;
@@ -500,7 +504,7 @@ both_backends!(
         let ids = app.post_c2s_ok(&batch).await;
         for id in &ids {
             assert_eq!(
-                app.wait_final(*id).await.outcome.as_deref(),
+                app.wait_final(*id).await.outcome.map(|o| o.as_str()),
                 Some("delivered")
             );
         }
@@ -622,7 +626,7 @@ both_backends!(
 
         let id = app.post_c2s_ok(&fixture("c2s_webhook_create.json")).await[0];
         assert_eq!(
-            app.wait_final(id).await.outcome.as_deref(),
+            app.wait_final(id).await.outcome.map(|o| o.as_str()),
             Some("delivered")
         );
         let posted = posted.lock().unwrap().clone();
@@ -684,7 +688,7 @@ both_backends!(
                     .event(id)
                     .await
                     .ok()?
-                    .filter(|e| e.attempts == 1 && e.state == "pending")
+                    .filter(|e| e.attempts == 1 && e.state.as_str() == "pending")
             }
         })
         .await;
@@ -713,7 +717,7 @@ both_backends!(
         let app = app.restart().await;
         let event = app.wait_final(id).await;
         assert_eq!(
-            (event.outcome.as_deref(), event.attempts),
+            (event.outcome.map(|o| o.as_str()), event.attempts),
             (Some("delivered"), 1)
         );
         let body = &app.c2s_messages().await[0].1;
@@ -773,7 +777,7 @@ both_backends!(
             ))
             .await[0];
         assert_eq!(
-            app.wait_final(id).await.outcome.as_deref(),
+            app.wait_final(id).await.outcome.map(|o| o.as_str()),
             Some("delivered")
         );
         app.verify_mocks().await;

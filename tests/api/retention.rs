@@ -67,7 +67,7 @@ async fn deliver(store: &DynStore, id: i64) {
             .unwrap()
     );
     let done = Finish::Done {
-        outcome: "delivered".to_owned(),
+        outcome: enricher::store::Outcome::Delivered,
         contact_set: Some(CONTACTS.to_owned()),
     };
     assert!(store.finish(&event, done).await.unwrap());
@@ -175,8 +175,8 @@ both_backends!(
             [InsertOutcome::Duplicate]
         ));
         let a1_record = store.event(a1).await.unwrap().unwrap();
-        assert_eq!(a1_record.state, "done");
-        assert_eq!(a1_record.outcome.as_deref(), Some("delivered"));
+        assert_eq!(a1_record.state.as_str(), "done");
+        assert_eq!(a1_record.outcome.map(|o| o.as_str()), Some("delivered"));
     }
 );
 
@@ -195,7 +195,7 @@ both_backends!(
         assert_eq!(claimed.len(), count as usize);
         for event in &claimed {
             let done = Finish::Done {
-                outcome: "delivered".to_owned(),
+                outcome: enricher::store::Outcome::Delivered,
                 contact_set: Some(CONTACTS.to_owned()),
             };
             assert!(store.finish(event, done).await.unwrap());
@@ -255,7 +255,7 @@ both_backends!(
                 Some(EMAIL),
             ))
             .await;
-        assert_eq!(app.wait_final(ids[0]).await.state, "done");
+        assert_eq!(app.wait_final(ids[0]).await.state.as_str(), "done");
         let values = maria_values();
         let url = app.db.url.clone();
         assert!(

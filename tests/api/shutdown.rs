@@ -117,7 +117,7 @@ both_backends!(
 
         let event = world.store.event(id).await.unwrap().unwrap();
         assert_eq!(
-            (event.state.as_str(), event.outcome.as_deref()),
+            (event.state.as_str(), event.outcome.map(|o| o.as_str())),
             ("done", Some("delivered"))
         );
         assert_eq!(world.posted_leads().await, ["lead-1"]);
@@ -156,11 +156,11 @@ both_backends!(
             let store = world.store.clone();
             async move {
                 let event = store.event(id).await.ok()??;
-                (event.state == "done").then_some(event)
+                (event.state.as_str() == "done").then_some(event)
             }
         })
         .await;
-        assert_eq!(event.outcome.as_deref(), Some("delivered"));
+        assert_eq!(event.outcome.map(|o| o.as_str()), Some("delivered"));
         assert_eq!(world.posted_leads().await, ["lead-1"]);
         world.verify_mocks().await;
     }
@@ -215,6 +215,6 @@ both_backends!(
             "a stale claim hands back nothing"
         );
         let record = store.event(b.id).await.unwrap().unwrap();
-        assert_eq!(record.state, "processing");
+        assert_eq!(record.state.as_str(), "processing");
     }
 );

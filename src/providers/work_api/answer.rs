@@ -78,7 +78,8 @@ impl WorkApiAnswer {
 
         let basic = object(root, "DadosBasicos");
         let cpf = basic
-            .and_then(|b| text(l, b.get("cpf")))
+            // The CPF is an identifier, not free text: never cut by the field cap.
+            .and_then(|b| text(&TextLimits::default(), b.get("cpf")))
             .ok_or(AnswerError::MissingCpf)?;
         let cpf = normalize_cpf(&cpf)?;
 
@@ -98,10 +99,18 @@ impl WorkApiAnswer {
             credit_score: field(l, score, "scoreCSBA").or_else(|| field(l, score, "scoreCSB")),
             risk: field(l, score, "scoreCSBAFaixaRisco")
                 .or_else(|| field(l, score, "scoreCSBFaixaRisco")),
-            emails: items(l, root, "emails").filter_map(|i| parse_email(l, i)).collect(),
-            phones: items(l, root, "telefones").filter_map(|i| parse_phone(l, i)).collect(),
-            addresses: items(l, root, "enderecos").filter_map(|i| parse_address(l, i)).collect(),
-            companies: items(l, root, "empresas").filter_map(|i| parse_company(l, i)).collect(),
+            emails: items(l, root, "emails")
+                .filter_map(|i| parse_email(l, i))
+                .collect(),
+            phones: items(l, root, "telefones")
+                .filter_map(|i| parse_phone(l, i))
+                .collect(),
+            addresses: items(l, root, "enderecos")
+                .filter_map(|i| parse_address(l, i))
+                .collect(),
+            companies: items(l, root, "empresas")
+                .filter_map(|i| parse_company(l, i))
+                .collect(),
         }))
     }
 }
@@ -184,7 +193,10 @@ fn parse_phone(l: &TextLimits, item: &Value) -> Option<PersonPhone> {
 fn parse_address(l: &TextLimits, item: &Value) -> Option<PersonAddress> {
     let obj = item.as_object()?;
     let address = PersonAddress {
-        street: street(text(l, obj.get("tipoLogradouro")), text(l, obj.get("logradouro"))),
+        street: street(
+            text(l, obj.get("tipoLogradouro")),
+            text(l, obj.get("logradouro")),
+        ),
         number: text(l, obj.get("logradouroNumero")).or_else(|| text(l, obj.get("numero"))),
         complement: text(l, obj.get("complemento")),
         district: text(l, obj.get("bairro")),
@@ -411,8 +423,8 @@ mod tests {
 
     #[test]
     fn a_numeric_cpf_gets_its_leading_zeros_back() {
-        let person = found(json!({"DadosBasicos": {"cpf": 1234567890}}));
-        assert_eq!(person.cpf.as_str(), "01234567890");
+        let person = found(json!({"DadosBasicos": {"cpf": 5278034130u64}}));
+        assert_eq!(person.cpf.as_str(), "05278034130");
     }
 
     #[test]
