@@ -19,7 +19,7 @@
 //! each distinct contact and CPF would cost and prices the misses at the configured prices.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -34,7 +34,7 @@ use crate::event::{Action, Customer, Destination, LeadEvent, Rejected, Source};
 use crate::metrics::{LookupKind, Provider};
 use crate::resolution::Tier;
 use crate::state::AppState;
-use crate::store::{InsertOutcome, Lookup, NewEvent};
+use crate::store::{EventState, InsertOutcome, Lookup, NewEvent};
 
 /// How often an in-flight row's event is checked.
 const POLL: Duration = Duration::from_millis(20);
@@ -248,7 +248,8 @@ pub async fn run(
         total: rows.len() as u64,
         ..Summary::default()
     };
-    let dry = Arc::new(tokio::sync::Mutex::new(DryRun::default()));
+    // A plain mutex held for no await: the loop below reads it while row futures are parked.
+    let dry = Arc::new(Mutex::new(DryRun::default()));
     let concurrency = options.concurrency.max(1);
     let stop_feed = stop.clone();
     let mut results = futures::stream::iter(rows)
@@ -258,7 +259,7 @@ pub async fn run(
             async move {
                 match row {
                     Err(problem) => invalid(&problem),
-                    Ok(row) if options.dry_run => dry.lock().await.price(state, &row).await,
+                    Ok(row) if options.dry_run => price(state, &row, &dry).await,
                     Ok(row) => one(state, &row, options.no_message).await,
                 }
             }
@@ -268,7 +269,7 @@ pub async fn run(
         summary.count(result.outcome);
         summary.elapsed = started.elapsed();
         if options.dry_run {
-            let d = dry.lock().await;
+            let d = lock(&dry);
             summary.provider_calls = d.calls;
             summary.spend = d.spend;
         } else {
@@ -346,15 +347,19 @@ async fn one(state: &AppState, row: &BackfillRow, no_message: bool) -> RowResult
     // Wait for the workers to leave the event: done, dead, or due again later.
     let record = loop {
         match state.store.event(id).await {
-            Ok(Some(r)) if r.state == "done" || r.state == "dead" || r.attempts > 0 => break r,
+            Ok(Some(r))
+                if matches!(r.state, EventState::Done | EventState::Dead) || r.attempts > 0 =>
+            {
+                break r;
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(event = id, error = %e, "reading a backfill row's event"),
         }
         tokio::time::sleep(POLL).await;
     };
-    if record.state != "done" {
+    if record.state != EventState::Done {
         result.outcome = Outcome::Failed;
-        result.detail = Some(if record.state == "dead" {
+        result.detail = Some(if record.state == EventState::Dead {
             "given up (see the dead events)".into()
         } else {
             "will be retried by the service".into()
@@ -389,7 +394,7 @@ async fn one(state: &AppState, row: &BackfillRow, no_message: bool) -> RowResult
     } else {
         Outcome::NotFound
     };
-    result.detail = record.outcome;
+    result.detail = record.outcome.map(|o| o.as_str().to_owned());
     result
 }
 
@@ -402,69 +407,75 @@ struct DryRun {
     spend: f64,
 }
 
-impl DryRun {
-    async fn price(&mut self, state: &AppState, row: &BackfillRow) -> RowResult {
-        let mut result = RowResult {
-            line: row.line,
-            lead_id: Some(row.lead_id.clone()),
-            outcome: Outcome::Invalid,
-            tier: None,
-            cpf: None,
-            detail: None,
-        };
-        let event = match to_event(row, true) {
-            Ok(e) => e,
-            Err(why) => {
-                result.detail = Some(why.into());
-                return result;
-            }
-        };
-        let (diretrix, work) = (
-            state.settings.diretrix.price_per_call,
-            state.settings.work_api.price_per_call,
-        );
-        let mut buys = false;
-        let mut found = false;
-        let mut cpfs: Vec<Cpf> = event.cpf.iter().cloned().collect();
-        if event.cpf.is_none() {
-            for key in event.customer.keys() {
-                match known_contact(state, &key).await {
-                    Some((Lookup::Found(cpf), tier)) => {
-                        result.tier = Some(tier);
-                        cpfs.push(cpf);
-                    }
-                    Some((Lookup::NotFound, tier)) => result.tier = Some(tier),
-                    None => {
-                        buys = true;
-                        if self.contacts.insert(key) {
-                            self.calls += 1;
-                            self.spend += diretrix;
-                        }
-                    }
-                }
-            }
+fn lock(dry: &Mutex<DryRun>) -> MutexGuard<'_, DryRun> {
+    // Counters only: a panic elsewhere leaves them usable.
+    dry.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One row of a dry run: what memory and the database know, and what the rest would cost.
+async fn price(state: &AppState, row: &BackfillRow, dry: &Mutex<DryRun>) -> RowResult {
+    let mut result = RowResult {
+        line: row.line,
+        lead_id: Some(row.lead_id.clone()),
+        outcome: Outcome::Invalid,
+        tier: None,
+        cpf: None,
+        detail: None,
+    };
+    let event = match to_event(row, true) {
+        Ok(e) => e,
+        Err(why) => {
+            result.detail = Some(why.into());
+            return result;
         }
-        for cpf in cpfs {
-            result.cpf = Some(cpf.clone());
-            match known_person(state, &cpf).await {
-                Some(Lookup::Found(_)) => found = true,
-                Some(Lookup::NotFound) => {}
+    };
+    let (diretrix, work) = (
+        state.settings.diretrix.price_per_call,
+        state.settings.work_api.price_per_call,
+    );
+    let mut buys = false;
+    let mut found = false;
+    let mut cpfs: Vec<Cpf> = event.cpf.iter().cloned().collect();
+    if event.cpf.is_none() {
+        for key in event.customer.keys() {
+            match known_contact(state, &key).await {
+                Some((Lookup::Found(cpf), tier)) => {
+                    result.tier = Some(tier);
+                    cpfs.push(cpf);
+                }
+                Some((Lookup::NotFound, tier)) => result.tier = Some(tier),
                 None => {
                     buys = true;
-                    if self.cpfs.insert(cpf) {
-                        self.calls += 1;
-                        self.spend += work;
+                    let mut d = lock(dry);
+                    if d.contacts.insert(key) {
+                        d.calls += 1;
+                        d.spend += diretrix;
                     }
                 }
             }
         }
-        result.outcome = match (buys, found) {
-            (true, _) => Outcome::WouldBuy,
-            (false, true) => Outcome::Found,
-            (false, false) => Outcome::NotFound,
-        };
-        result
     }
+    for cpf in cpfs {
+        result.cpf = Some(cpf.clone());
+        match known_person(state, &cpf).await {
+            Some(Lookup::Found(())) => found = true,
+            Some(Lookup::NotFound) => {}
+            None => {
+                buys = true;
+                let mut d = lock(dry);
+                if d.cpfs.insert(cpf) {
+                    d.calls += 1;
+                    d.spend += work;
+                }
+            }
+        }
+    }
+    result.outcome = match (buys, found) {
+        (true, _) => Outcome::WouldBuy,
+        (false, true) => Outcome::Found,
+        (false, false) => Outcome::NotFound,
+    };
+    result
 }
 
 /// A contact's answer from memory or the database, never a provider.

@@ -144,6 +144,8 @@ stored_name!(
         NoContact => "no_contact",
         /// The payload was erased before the event was processed.
         Erased => "erased",
+        /// Enriched and stored; by request (a backfill with `--no-message`) nothing posted.
+        Stored => "stored",
         /// Dead-lettered.
         Dead => "dead",
     }

@@ -266,15 +266,12 @@ async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
     };
     if parsed.destination == Destination::StoreOnly {
         return Finish::Done {
-            outcome: STORED.into(),
+            outcome: Outcome::Stored,
             contact_set: Some(contact_set(&parsed.customer.keys())),
         };
     }
     delivery::deliver(state, event, &parsed.lead, &message).await
 }
-
-/// The outcome of an event enriched and stored but, by request, not posted.
-pub const STORED: &str = "stored";
 
 enum Prepared {
     Send(String),
