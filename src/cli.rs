@@ -33,6 +33,22 @@ pub enum Command {
     CheckConfig,
     /// Enrich leads the CRM already has, from a CSV file (see README, "Backfill").
     Backfill(BackfillArgs),
+    /// One reconciliation pass: list CRM leads updated since DATE and queue those whose
+    /// webhook never arrived.
+    Reconcile {
+        /// `2026-11-01` (midnight UTC) or an RFC 3339 instant.
+        #[arg(long)]
+        since: String,
+    },
+    /// C2S administration.
+    #[command(subcommand)]
+    C2s(C2sCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum C2sCommand {
+    /// Register URL as the webhook for on_create_lead, on_update_lead and on_close_lead.
+    Subscribe { url: url::Url },
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,6 +90,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig => check_config()?,
         Command::Backfill(args) => backfill(args).await?,
+        Command::Reconcile { since } => {
+            let since = parse_since(&since)?;
+            let app = offline(load_and_start_logging()?).await?;
+            let state = app.state().clone();
+            let pass = crate::reconcile::once(&state, since).await?;
+            println!(
+                "reconcile pages {} listed {} enqueued {} unreadable {}",
+                pass.pages, pass.listed, pass.enqueued, pass.unreadable
+            );
+        }
+        Command::C2s(C2sCommand::Subscribe { url }) => {
+            let app = offline(load_and_start_logging()?).await?;
+            app.state()
+                .crm
+                .subscribe(&url, &["on_create_lead", "on_update_lead", "on_close_lead"])
+                .await?;
+            println!("subscribed");
+        }
     }
     Ok(())
 }
@@ -119,14 +153,8 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
         ))?),
         None => None,
     };
-    // The listeners are built but never served: ephemeral ports, so a running service on
-    // the same host is not in the way.
-    settings.server.host = "127.0.0.1".into();
-    settings.server.port = 0;
-    settings.metrics.host = "127.0.0.1".into();
-    settings.metrics.port = 0;
     settings.workers.concurrency = args.concurrency.max(1);
-    let app = Application::build(settings).await?;
+    let app = offline(settings).await?;
     let state = app.state().clone();
     let stop = CancellationToken::new();
     cancel_on_signal(stop.clone());
@@ -190,4 +218,25 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
 fn bar(done: u64, total: u64) -> String {
     let filled = (done * 20).checked_div(total).unwrap_or(20).min(20) as usize;
     format!("[{}{}]", "#".repeat(filled), ".".repeat(20 - filled))
+}
+
+/// The service's state for a one-off command. The listeners are built but never served, on
+/// ephemeral local ports, so a running service on the same host is not in the way.
+async fn offline(mut settings: Settings) -> anyhow::Result<Application> {
+    settings.server.host = "127.0.0.1".into();
+    settings.server.port = 0;
+    settings.metrics.host = "127.0.0.1".into();
+    settings.metrics.port = 0;
+    Ok(Application::build(settings).await?)
+}
+
+/// `2026-11-01` (midnight UTC) or an RFC 3339 instant.
+fn parse_since(raw: &str) -> anyhow::Result<time::OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(at) = time::OffsetDateTime::parse(raw, &Rfc3339) {
+        return Ok(at);
+    }
+    let date = time::Date::parse(raw, time::macros::format_description!("[year]-[month]-[day]"))
+        .context("--since takes a date (2026-11-01) or an RFC 3339 instant")?;
+    Ok(date.midnight().assume_utc())
 }
