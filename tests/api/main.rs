@@ -19,6 +19,7 @@ mod outage;
 mod pipeline;
 mod process;
 mod properties;
+mod reconcile;
 mod resolution;
 mod retention;
 mod shutdown;
