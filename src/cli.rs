@@ -143,13 +143,12 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     use std::io::{IsTerminal as _, Write as _};
 
     let mut settings = load_and_start_logging()?;
-    let bytes = std::fs::read(&args.file)
-        .with_context(|| format!("reading {}", args.file.display()))?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let rows = csv::read(&bytes).context("the file cannot be used")?;
     let mut report = match &args.report {
         Some(path) => Some(report::ReportWriter::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("creating {}", path.display()))?,
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         ))?),
         None => None,
     };
@@ -208,7 +207,11 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     }
     println!(
         "{}backfill {}",
-        if summary.interrupted { "interrupted: " } else { "" },
+        if summary.interrupted {
+            "interrupted: "
+        } else {
+            ""
+        },
         summary.line()
     );
     Ok(())
@@ -236,7 +239,10 @@ fn parse_since(raw: &str) -> anyhow::Result<time::OffsetDateTime> {
     if let Ok(at) = time::OffsetDateTime::parse(raw, &Rfc3339) {
         return Ok(at);
     }
-    let date = time::Date::parse(raw, time::macros::format_description!("[year]-[month]-[day]"))
-        .context("--since takes a date (2026-11-01) or an RFC 3339 instant")?;
+    let date = time::Date::parse(
+        raw,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .context("--since takes a date (2026-11-01) or an RFC 3339 instant")?;
     Ok(date.midnight().assume_utc())
 }

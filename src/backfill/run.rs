@@ -181,18 +181,21 @@ pub fn to_event(row: &BackfillRow, no_message: bool) -> Result<LeadEvent, &'stat
             reason,
         })
     };
-    let phone = row
-        .phone
-        .as_deref()
-        .and_then(|p| Phone::parse(p).map_err(|e| reject("phone", e.to_string())).ok());
-    let email = row
-        .email
-        .as_deref()
-        .and_then(|e| Email::parse(e).map_err(|e| reject("email", e.to_string())).ok());
-    let cpf = row
-        .cpf
-        .as_deref()
-        .and_then(|c| Cpf::parse_padded(c).map_err(|e| reject("cpf", e.to_string())).ok());
+    let phone = row.phone.as_deref().and_then(|p| {
+        Phone::parse(p)
+            .map_err(|e| reject("phone", e.to_string()))
+            .ok()
+    });
+    let email = row.email.as_deref().and_then(|e| {
+        Email::parse(e)
+            .map_err(|e| reject("email", e.to_string()))
+            .ok()
+    });
+    let cpf = row.cpf.as_deref().and_then(|c| {
+        Cpf::parse_padded(c)
+            .map_err(|e| reject("cpf", e.to_string()))
+            .ok()
+    });
     customer.phone = phone;
     customer.email = email;
     if customer.phone.is_none() && customer.email.is_none() {
@@ -370,19 +373,13 @@ async fn one(state: &AppState, row: &BackfillRow, no_message: bool) -> RowResult
     // the event's resolution just used.
     let mut found = false;
     if let Some(cpf) = &event.cpf {
-        found = matches!(
-            state.resolver.person(cpf).await,
-            Ok((Lookup::Found(_), _))
-        );
+        found = matches!(state.resolver.person(cpf).await, Ok((Lookup::Found(_), _)));
     } else {
         for key in &keys {
             if let Ok((Lookup::Found(cpf), tier)) = state.resolver.contact(key).await {
                 result.cpf = Some(cpf.clone());
                 result.tier = Some(tier);
-                found = matches!(
-                    state.resolver.person(&cpf).await,
-                    Ok((Lookup::Found(_), _))
-                );
+                found = matches!(state.resolver.person(&cpf).await, Ok((Lookup::Found(_), _)));
                 if found {
                     break;
                 }
@@ -409,7 +406,8 @@ struct DryRun {
 
 fn lock(dry: &Mutex<DryRun>) -> MutexGuard<'_, DryRun> {
     // Counters only: a panic elsewhere leaves them usable.
-    dry.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    dry.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One row of a dry run: what memory and the database know, and what the rest would cost.

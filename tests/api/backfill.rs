@@ -203,7 +203,10 @@ both_backends!(
                 .iter()
                 .take_while(|t| **t - *first < Duration::from_secs(1))
                 .count();
-            assert!(within <= RATE as usize + 1, "{within} calls within a second");
+            assert!(
+                within <= RATE as usize + 1,
+                "{within} calls within a second"
+            );
         }
         // Store only: nothing posted.
         assert!(app.c2s_messages().await.is_empty());

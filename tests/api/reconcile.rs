@@ -48,15 +48,26 @@ both_backends!(
         assert_eq!((pass.listed, pass.enqueued), (2, 1), "{pass:?}");
         let mark = app.store().watermark("c2s").await.unwrap().unwrap();
         assert!(mark > since);
-        wait_for("the lost lead's message", Duration::from_secs(20), || async {
-            (app.c2s_messages().await.len() == 2).then_some(())
-        })
+        wait_for(
+            "the lost lead's message",
+            Duration::from_secs(20),
+            || async { (app.c2s_messages().await.len() == 2).then_some(()) },
+        )
         .await;
         // A second pass lists both again: nothing new.
         let again = enricher::reconcile::once(&app.state, since).await.unwrap();
         assert_eq!(again.enqueued, 0, "{again:?}");
-        let leads: Vec<String> = app.c2s_messages().await.into_iter().map(|(l, _)| l).collect();
-        assert_eq!(leads.iter().filter(|l| *l == "lost").count(), 1, "{leads:?}");
+        let leads: Vec<String> = app
+            .c2s_messages()
+            .await
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
+        assert_eq!(
+            leads.iter().filter(|l| *l == "lost").count(),
+            1,
+            "{leads:?}"
+        );
         app.verify_mocks().await;
     }
 );
