@@ -8,7 +8,12 @@
 //! listed again and recognized as seen), or `lookback` before now when there is no watermark
 //! yet; it ends now, which becomes the next watermark once every page was read.
 //!
-//! Pure functions: no store, no HTTP, no clock of their own.
+//! [`window`] and [`to_enqueue`] are pure; [`pass`] reads the CRM's pages and inserts the
+//! unseen versions (the inbox's duplicate key `(source, lead_id, event_at)` is what "seen"
+//! means, so an insert that comes back a duplicate is a version the webhook already brought);
+//! [`run`] is the service's loop (`c2s.reconcile_secs`), [`once`] the CLI's single pass. Each
+//! pass holds the reconciliation lock, so one instance lists the CRM at a time, and stores the
+//! watermark only after every page of its window was read.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -16,7 +21,161 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::domain::LeadId;
-use crate::providers::ListedLead;
+use crate::event::{Action, LeadEvent};
+use crate::providers::{LeadQuery, ListedLead, MAX_PER_PAGE, ProviderError};
+use crate::state::AppState;
+use crate::store::{InsertOutcome, LockSpace, NewEvent, StoreError};
+
+/// The stored watermark's name.
+pub const WATERMARK: &str = "c2s";
+
+/// Most pages one pass reads (50 leads each): a window beyond that is cut, and the watermark
+/// is not advanced, so the next pass starts again from the same place.
+const MAX_PAGES: u32 = 2_000;
+
+/// Why a pass did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("listing the CRM's leads: {0}")]
+    Crm(#[from] ProviderError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("another instance is reconciling")]
+    Busy,
+    #[error("more than {MAX_PAGES} pages in the window; the watermark was not advanced")]
+    TooManyPages,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub pages: u32,
+    pub listed: u64,
+    /// Lead-versions the inbox did not have: now in it as C2S events.
+    pub enqueued: u64,
+    /// Listed leads that did not read as the webhook's lead resource: skipped.
+    pub unreadable: u64,
+}
+
+/// A listed lead as the event its webhook would have stored: the same source and identity.
+/// The list carries no action; an update is the safe reading (it posts when the contacts
+/// changed since the lead's last event, or when there was none).
+pub fn to_event(listed: &ListedLead) -> NewEvent {
+    let mut event = LeadEvent::from(listed.lead.clone());
+    if event.action == Action::Create {
+        event.action = Action::Update;
+    }
+    NewEvent::new(event, listed.payload.clone())
+}
+
+/// Reads every page of `window` and puts the unseen lead-versions in the inbox. Takes the
+/// reconciliation lock (waiting at most `lock_wait`) and, when every page was read, stores
+/// `window.until` as the watermark.
+pub async fn pass(
+    state: &AppState,
+    window: Window,
+    lock_wait: Duration,
+) -> Result<Pass, ReconcileError> {
+    let lock = match state
+        .store
+        .lock_key(LockSpace::Reconcile, WATERMARK, lock_wait)
+        .await
+    {
+        Ok(lock) => lock,
+        Err(StoreError::Busy(_)) => return Err(ReconcileError::Busy),
+        Err(e) => return Err(e.into()),
+    };
+    let mut done = Pass::default();
+    let mut page = 1;
+    loop {
+        if page > MAX_PAGES {
+            return Err(ReconcileError::TooManyPages);
+        }
+        let listed = state
+            .crm
+            .list_leads(&LeadQuery {
+                updated_gte: Some(window.since),
+                updated_lt: Some(window.until),
+                page,
+                perpage: MAX_PER_PAGE,
+            })
+            .await?;
+        done.pages += 1;
+        done.listed += listed.leads.len() as u64;
+        done.unreadable += listed.unreadable.len() as u64;
+        let events: Vec<NewEvent> = listed.leads.iter().map(to_event).collect();
+        if !events.is_empty() {
+            let inserted = state.store.insert_events(&events).await?;
+            done.enqueued += inserted
+                .iter()
+                .filter(|o| matches!(o, InsertOutcome::Accepted(_)))
+                .count() as u64;
+        }
+        let read = (listed.leads.len() + listed.unreadable.len()) as u64;
+        let end = read < u64::from(listed.perpage.max(1))
+            || listed
+                .total
+                .is_some_and(|t| u64::from(page) * u64::from(listed.perpage) >= t);
+        if end {
+            break;
+        }
+        page += 1;
+    }
+    if done.enqueued > 0 {
+        state.wake_workers();
+    }
+    state.store.set_watermark(WATERMARK, window.until).await?;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
+    Ok(done)
+}
+
+/// `enricher reconcile --since DATE`: one pass from `since` to now.
+pub async fn once(state: &AppState, since: OffsetDateTime) -> Result<Pass, ReconcileError> {
+    let window = window_since(since, OffsetDateTime::now_utc());
+    pass(state, window, Duration::from_secs(30)).await
+}
+
+/// The service's loop: a pass every `c2s.reconcile_secs` (the first at start) from the stored
+/// watermark, until `shutdown`. Does nothing when the setting is 0.
+pub async fn run(state: AppState, shutdown: tokio_util::sync::CancellationToken) {
+    let every = state.settings.c2s.reconcile_secs;
+    if every == 0 {
+        return;
+    }
+    let lookback = state.settings.c2s.reconcile_lookback_hours;
+    let mut tick = tokio::time::interval(Duration::from_secs(every));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let watermark = match state.store.watermark(WATERMARK).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the reconciliation watermark failed");
+                continue;
+            }
+        };
+        let window = window(watermark, OffsetDateTime::now_utc(), lookback);
+        // Another instance holding the lock is reconciling now: skip rather than queue up.
+        match pass(&state, window, Duration::from_secs(1)).await {
+            Ok(p) => tracing::info!(
+                pages = p.pages,
+                listed = p.listed,
+                enqueued = p.enqueued,
+                unreadable = p.unreadable,
+                "reconciliation pass done"
+            ),
+            Err(ReconcileError::Busy) => {
+                tracing::debug!("another instance is reconciling")
+            }
+            Err(e) => tracing::warn!(error = %e, "reconciliation pass failed"),
+        }
+    }
+}
 
 /// How far before the watermark each pass starts again. Listing newest-first while leads are
 /// updated shifts pages; the overlap lists such a lead again on the next pass.

@@ -324,6 +324,10 @@ impl Application {
             state.clone(),
             shutdown.child_token(),
         )));
+        let _reconciling = AbortOnDropHandle::new(tokio::spawn(crate::reconcile::run(
+            state.clone(),
+            shutdown.child_token(),
+        )));
         let _pruning = AbortOnDropHandle::new(tokio::spawn(crate::worker::prune(
             state.clone(),
             shutdown.child_token(),

@@ -141,6 +141,9 @@ pub enum Destination {
     /// A lead the CRM does not have yet: create it (with the event's customer) and then
     /// write the message on it. What creation needs beyond the customer travels here.
     CreateCrmLead(NewCrmLead),
+    /// Enrich and store only, post nothing: a backfill run with `--no-message`. The lead is
+    /// linked to its party and the message rendered and kept, but never sent.
+    StoreOnly,
 }
 
 /// What creating a CRM lead needs besides the customer's name and contacts.

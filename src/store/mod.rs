@@ -460,6 +460,8 @@ pub struct WarmCursor {
 pub enum LockSpace {
     Contact,
     Cpf,
+    /// Held for a whole reconciliation pass: one instance lists the CRM at a time.
+    Reconcile,
 }
 
 /// A held purchase lock: while it lives, no other instance buys the same key. Dropping it
@@ -481,6 +483,13 @@ pub trait Subscription: Send {
 /// replay, and retention prunes.
 #[async_trait]
 pub trait Inbox: Send + Sync + 'static {
+    /// The stored watermark `name` (`c2s`: how far reconciliation read the CRM's list).
+    async fn watermark(&self, name: &str) -> Result<Option<OffsetDateTime>, StoreError>;
+
+    /// Stores the watermark `name`; one that would move it back is ignored, so a slow pass
+    /// finishing after a newer one cannot rewind it.
+    async fn set_watermark(&self, name: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+
     /// Inserts events in one transaction; a known `(source, lead_id, event_at)` is a duplicate.
     async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<InsertOutcome>, StoreError>;
 

@@ -35,6 +35,7 @@ const fn lock_class(space: Option<LockSpace>) -> i32 {
     match space {
         Some(LockSpace::Contact) => 0x456e_4331,
         Some(LockSpace::Cpf) => 0x456e_4332,
+        Some(LockSpace::Reconcile) => 0x456e_4333,
         None => 0x456e_4333,
     }
 }

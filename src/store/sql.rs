@@ -302,6 +302,28 @@ macro_rules! shared_sql {
 
             #[async_trait::async_trait]
             impl $crate::store::Inbox for Backend {
+                async fn watermark(&self, name: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+                    let at: Option<Stamp> =
+                        sqlx::query_scalar("SELECT at FROM watermarks WHERE name = $1")
+                            .bind(name)
+                            .fetch_optional(self.reads())
+                            .await?;
+                    Ok(at.map(|s| s.0))
+                }
+
+                async fn set_watermark(&self, name: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+                    sqlx::query(
+                        "INSERT INTO watermarks (name, at) VALUES ($1, $2)
+                         ON CONFLICT (name) DO UPDATE SET at = excluded.at
+                         WHERE watermarks.at < excluded.at",
+                    )
+                    .bind(name)
+                    .bind(Stamp(at))
+                    .execute(self.writes())
+                    .await?;
+                    Ok(())
+                }
+
                 async fn insert_events(
                     &self,
                     events: &[NewEvent],

@@ -148,6 +148,8 @@ stored_name!(
         Created => "created",
         /// The lead to create was created in the CRM earlier (a replay, a second event).
         AlreadyCreated => "already_created",
+        /// Enriched and stored; by request (a backfill with `--no-message`) nothing posted.
+        Stored => "stored",
         /// Dead-lettered.
         Dead => "dead",
     }

@@ -213,6 +213,7 @@ async fn describe(
             &parsed.lead,
             parsed.customer.name.as_deref(),
             &keys,
+            None,
             false,
         )
         .await

@@ -20,8 +20,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{self, UNKNOWN_OUTCOME};
-use crate::domain::name::{Match, choose};
-use crate::domain::{Candidate, Candidates, ContactKey, LeadId};
+use crate::domain::name::{Choice, Match, choose};
+use crate::domain::{Candidate, Candidates, ContactKey, Cpf, LeadId};
 use crate::event::{Action, Destination, LeadEvent};
 use crate::message::{Finding, ListedCompany, Via};
 use crate::retry::{after_error, after_failure};
@@ -261,6 +261,12 @@ async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
             Err(finish) => return finish,
         },
     };
+    if parsed.destination == Destination::StoreOnly {
+        return Finish::Done {
+            outcome: Outcome::Stored,
+            contact_set: Some(contact_set(&parsed.customer.keys())),
+        };
+    }
     delivery::deliver(state, event, &parsed.lead, &message).await
 }
 
@@ -318,7 +324,14 @@ async fn prepare(
 
     let bypass = *action == Action::Refresh;
     let lead_name = parsed.customer.name.as_deref();
-    let (findings, links) = resolve(state, &parsed.lead, lead_name, &keys, bypass)
+    let (findings, links) = resolve(
+        state,
+        &parsed.lead,
+        lead_name,
+        &keys,
+        parsed.cpf.as_ref(),
+        bypass,
+    )
         .await
         .map_err(|e| after_error(&state.settings.delivery, event, &e))?;
     let message = state
@@ -350,29 +363,43 @@ fn transient(state: &AppState, event: &ClaimedEvent, error: String) -> Finish {
 /// Resolves every key concurrently: what each led to, and the parties to link the lead to.
 /// Each contact answers its candidates; the lead's name chooses among them
 /// ([`crate::domain::name::choose`]), and person data is bought for the chosen CPF only.
-/// With `bypass`, every tier is skipped and the providers asked again.
+/// With `bypass`, every tier is skipped and the providers asked again. A CPF the source
+/// gave (a form field, a backfill column) stands for every key's contact lookup: nothing is
+/// bought to learn what the source already said, and the person is looked up once (the
+/// resolver's single flight joins the keys' identical lookups).
 async fn resolve(
     state: &AppState,
     lead: &LeadId,
     lead_name: Option<&str>,
     keys: &[ContactKey],
+    given: Option<&Cpf>,
     bypass: bool,
 ) -> Result<(Vec<Finding>, Vec<LeadLink>), crate::resolution::ResolveError> {
     let resolver = &state.resolver;
     let results = join_all(keys.iter().map(|key| async move {
-        let contact = if bypass {
-            resolver.refresh_contact(key).await?
+        let (candidates, chosen) = if let Some(cpf) = given {
+            // The source said who it is: no lookup, and nothing to choose between.
+            let choice = Choice {
+                index: 0,
+                quality: Match::Confirmed,
+            };
+            (Candidates::default(), Some((choice, cpf.clone())))
         } else {
-            resolver.candidates(key).await?.0
+            let contact = if bypass {
+                resolver.refresh_contact(key).await?
+            } else {
+                resolver.candidates(key).await?.0
+            };
+            let candidates = match contact {
+                Lookup::Found(c) => c,
+                Lookup::NotFound => Candidates::default(),
+            };
+            let chosen = choose(lead_name, &candidates).and_then(|choice| {
+                let person = candidates.as_slice()[choice.index].person()?;
+                Some((choice, person.cpf.clone()))
+            });
+            (candidates, chosen)
         };
-        let candidates = match contact {
-            Lookup::Found(c) => c,
-            Lookup::NotFound => Candidates::default(),
-        };
-        let chosen = choose(lead_name, &candidates).and_then(|choice| {
-            let person = candidates.as_slice()[choice.index].person()?;
-            Some((choice, person.cpf.clone()))
-        });
         let person = match &chosen {
             Some((_, cpf)) => {
                 let person = if bypass {

@@ -1,6 +1,7 @@
 //! Integration tests: the application on port 0 against a real database (Postgres and
 //! SQLite) with wiremock standing in for every outside API. One binary, so it links once.
 
+mod backfill;
 mod candidates;
 mod config;
 mod crash;
@@ -20,6 +21,7 @@ mod outage;
 mod pipeline;
 mod process;
 mod properties;
+mod reconcile;
 mod resolution;
 mod retention;
 mod shutdown;
