@@ -332,8 +332,8 @@ async fn prepare(
         parsed.cpf.as_ref(),
         bypass,
     )
-        .await
-        .map_err(|e| after_error(&state.settings.delivery, event, &e))?;
+    .await
+    .map_err(|e| after_error(&state.settings.delivery, event, &e))?;
     let message = state
         .renderer
         .render(lead_name, &findings)
