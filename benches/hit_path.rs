@@ -11,8 +11,9 @@
 //!    `Person` struct (what a cache of structs would pay).
 //! 2. **Data set**: `BENCH_PARTIES` parties with synthetic valid CPFs, 2.6 contacts each (a
 //!    phone a lookup found, the same phone listed in the person data, and for 60 % of them an
-//!    e-mail a lookup found) and one enrichment each, written by `generate_series` in SQL;
-//!    then `ANALYZE`, and the plans of the two hit-path queries (`EXPLAIN ANALYZE`).
+//!    e-mail a lookup found) with the one-person candidate list of each lookup, and one
+//!    enrichment each, written by `generate_series` in SQL after the migrations; then
+//!    `ANALYZE`, and the plans of the hit-path queries (`EXPLAIN ANALYZE`).
 //! 3. **Hit path end to end**: webhook sent → message received by the sandbox CRM (sandbox
 //!    latency 0), at `BENCH_RATE` webhooks/s (500) from an open-loop generator on a thread and
 //!    runtime of its own: p50/p95/p99/max for memory hits (the parties resolved into memory
@@ -47,7 +48,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// Memory-hit and database-hit latencies (ms) of one configuration.
 type Latencies = (Vec<f64>, Vec<f64>);
 
-/// Before/after rounds; each round measures every configuration once, in turn.
+/// Before/after rounds unless `BENCH_ROUNDS` says; each round measures every configuration
+/// once, in turn.
 const ROUNDS: usize = 2;
 /// Webhooks sent before each configuration's figures, not measured (connections, caches).
 const WARMUP: usize = 50;
@@ -73,6 +75,35 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// What one invocation does, from the environment.
+#[derive(Clone)]
+struct Options {
+    parties: usize,
+    hits: usize,
+    rate: usize,
+    rounds: usize,
+    /// `BENCH_CONFIGS=defaults`: only the defaults ("after"), for comparing two builds.
+    only_defaults: bool,
+    /// `BENCH_SKIP`: parties of the scattered order to leave alone first, so that several
+    /// invocations on one database each take parties nobody read before.
+    skip: usize,
+    /// `BENCH_SAMPLES_OUT`: a file to append every latency to, one line each:
+    /// `label kind e2e_ns ack_ns`, for `benches/hit_path_ab.py`.
+    samples_out: Option<String>,
+    /// `BENCH_LABEL`: the label of this build's figures in that file.
+    label: String,
+}
+
+impl Options {
+    fn configs(&self) -> &'static [(&'static str, &'static [(&'static str, &'static str)])] {
+        if self.only_defaults {
+            &CONFIGS[1..]
+        } else {
+            &CONFIGS
+        }
+    }
+}
+
 fn main() {
     // `cargo test --all-targets` runs this binary too, without --bench, in a debug build
     // where the figures would mean nothing.
@@ -80,13 +111,22 @@ fn main() {
         println!("hit_path: skipped outside `cargo bench`");
         return;
     }
-    let parties = env_usize("BENCH_PARTIES", 20_000);
-    let hits = env_usize("BENCH_HITS", 1_000);
-    let rate = env_usize("BENCH_RATE", 500);
-    let needed = ROUNDS * CONFIGS.len() * (2 * hits + WARMUP);
+    let options = Options {
+        parties: env_usize("BENCH_PARTIES", 20_000),
+        hits: env_usize("BENCH_HITS", 1_000),
+        rate: env_usize("BENCH_RATE", 500),
+        rounds: env_usize("BENCH_ROUNDS", ROUNDS),
+        only_defaults: std::env::var("BENCH_CONFIGS").is_ok_and(|v| v == "defaults"),
+        skip: env_usize("BENCH_SKIP", 0),
+        samples_out: std::env::var("BENCH_SAMPLES_OUT").ok(),
+        label: std::env::var("BENCH_LABEL").unwrap_or_else(|_| "this build".to_owned()),
+    };
+    let needed =
+        options.skip + options.rounds * options.configs().len() * (2 * options.hits + WARMUP);
     assert!(
-        parties >= needed,
-        "BENCH_PARTIES={parties} is too few for BENCH_HITS={hits}: at least {needed}"
+        options.parties >= needed,
+        "BENCH_PARTIES={} is too few for these figures: at least {needed}",
+        options.parties
     );
     println!("Enricher hit-path benchmark (cargo bench --bench hit_path)");
     println!(
@@ -101,7 +141,9 @@ fn main() {
         load_average()
     );
 
-    decode_cost();
+    if std::env::var("BENCH_DATABASE_URL").is_err() {
+        decode_cost();
+    }
 
     // The service's runtime as `main.rs` builds it: one worker thread per core.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -109,10 +151,19 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async move {
+        // `BENCH_DATABASE_URL`: a database of the caller's, kept afterwards, generated only
+        // if it does not hold the data set yet (`benches/hit_path_ab.py` runs two builds on
+        // one).
+        if let Ok(url) = std::env::var("BENCH_DATABASE_URL") {
+            tokio::spawn(end_to_end(url, options))
+                .await
+                .expect("benchmark");
+            return;
+        }
         match common::postgres::postgres_admin().await {
             Ok((admin_url, mut admin)) => {
                 common::postgres::with_throwaway_database(&admin_url, &mut admin, move |url| {
-                    end_to_end(url, parties, hits, rate)
+                    end_to_end(url, options)
                 })
                 .await;
             }
@@ -219,6 +270,14 @@ END $$";
 /// Writes the data set; returns the time it took.
 async fn generate(url: &str, parties: usize) -> Duration {
     let started = Instant::now();
+    // The schema first, as the service would apply it: the application built later finds
+    // every migration applied.
+    let pool = sqlx::PgPool::connect(url).await.expect("connects");
+    sqlx::migrate!("migrations/postgres")
+        .run(&pool)
+        .await
+        .expect("migrates");
+    pool.close().await;
     let mut conn = sqlx::PgConnection::connect(url).await.expect("connects");
     // Loading only: nothing is lost if this session's commits are flushed a little later.
     for sql in [
@@ -250,7 +309,7 @@ async fn generate(url: &str, parties: usize) -> Duration {
     let data = serde_json::to_string(&template)
         .expect("serializes")
         .replace(&format!("\"{}\"", template.cpf.as_str()), "\"__CPF__\"");
-    let statements: [(&str, &str); 5] = [
+    let statements: [(&str, &str); 7] = [
         (
             "parties",
             "INSERT INTO core.parties (id, cpf, name)
@@ -282,15 +341,25 @@ async fn generate(url: &str, parties: usize) -> Duration {
              SELECT id, 'email', 'pessoa' || id || '@example.com', 'lookup'
                FROM core.parties WHERE id % 10 < 6 AND $1::bigint > 0",
         ),
+        (
+            "candidate lists: phones (one person each)",
+            "INSERT INTO core.contact_candidates (kind, value, position, cpf, name, created_at)
+             SELECT 'phone', '+55119' || (10000000 + id), 0, cpf, name, now()
+               FROM core.parties WHERE $1::bigint > 0",
+        ),
+        (
+            "candidate lists: e-mails (one person each)",
+            "INSERT INTO core.contact_candidates (kind, value, position, cpf, name, created_at)
+             SELECT 'email', 'pessoa' || id || '@example.com', 0, cpf, name, now()
+               FROM core.parties WHERE id % 10 < 6 AND $1::bigint > 0",
+        ),
     ];
     for (what, sql) in statements {
         let t = Instant::now();
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(parties as i64)
-            .bind(&data)
-            .execute(&mut conn)
-            .await
-            .expect("generates");
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(parties as i64);
+        // Postgres refuses a parameter the statement does not use.
+        let q = if sql.contains("$2") { q.bind(&data) } else { q };
+        q.execute(&mut conn).await.expect("generates");
         println!("  {what}: {:.1} s", t.elapsed().as_secs_f64());
     }
     sqlx::query("SELECT setval('core.parties_id_seq', (SELECT max(id) FROM core.parties))")
@@ -326,9 +395,17 @@ async fn plans(url: &str, parties: usize) {
     let i = parties / 2 + 1;
     let phone = format!("+55119{}", 10_000_000 + i);
     let cpf = cpf_of(i);
-    let queries: [(&str, String, &str); 2] = [
+    let queries: [(&str, String, &str); 3] = [
         (
-            "contact -> CPF (find_contact)",
+            "contact -> candidates (find_candidates, the hit path's contact query)",
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
+             SELECT cpf, cnpj, name FROM core.contact_candidates
+              WHERE kind = $1 AND value = $2 ORDER BY position"
+                .to_owned(),
+            "phone",
+        ),
+        (
+            "contact -> CPF (find_contact: lookup index, warming, lists from before candidates)",
             "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
              SELECT p.cpf FROM core.party_contacts c JOIN core.parties p ON p.id = c.party_id
               WHERE c.kind = $1 AND c.value = $2 AND c.source = 'lookup'
@@ -379,20 +456,41 @@ fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-async fn end_to_end(url: String, parties: usize, hits: usize, rate: usize) {
+/// The parties of a database generated before, if it holds the data set's tables.
+async fn loaded(url: &str) -> Option<i64> {
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connects");
+    sqlx::query_scalar("SELECT count(*) FROM core.parties")
+        .fetch_one(&mut conn)
+        .await
+        .ok()
+}
+
+async fn end_to_end(url: String, options: Options) {
+    let Options {
+        parties,
+        hits,
+        rate,
+        rounds,
+        ..
+    } = options.clone();
+    let configs = options.configs();
     println!(
         "\n## 2. Data set: {parties} parties, {} contacts, {parties} enrichments",
         parties * 26 / 10
     );
-    let took = generate(&url, parties).await;
-    println!("  generated in {:.1} s", took.as_secs_f64());
+    if loaded(&url).await == Some(parties as i64) {
+        println!("  already loaded in this database");
+    } else {
+        let took = generate(&url, parties).await;
+        println!("  generated in {:.1} s", took.as_secs_f64());
+    }
     plans(&url, parties).await;
 
     println!(
         "\n## 3. Hit path end to end (webhook sent -> message at the sandbox CRM, latency 0), \
-         {rate} webhooks/s, {hits} per figure, {ROUNDS} rounds"
+         {rate} webhooks/s, {hits} per figure, {rounds} rounds"
     );
-    for (name, vars) in CONFIGS {
+    for (name, vars) in configs {
         let shown: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
             "  {name}: {}",
@@ -403,10 +501,10 @@ async fn end_to_end(url: String, parties: usize, hits: usize, rate: usize) {
             }
         );
     }
-    let mut order = scattered(parties);
+    let mut order = scattered(parties).skip(options.skip);
     let mut figures: HashMap<(usize, &str), Latencies> = HashMap::new();
-    for round in 0..ROUNDS {
-        for (c, (name, vars)) in CONFIGS.iter().enumerate() {
+    for round in 0..rounds {
+        for (name, vars) in configs {
             let warm: Vec<usize> = order.by_ref().take(WARMUP).collect();
             let memory: Vec<usize> = order.by_ref().take(hits).collect();
             let database: Vec<usize> = order.by_ref().take(hits).collect();
@@ -421,23 +519,27 @@ async fn end_to_end(url: String, parties: usize, hits: usize, rate: usize) {
                 human(Stats::of(db.0.clone()).median),
                 human(Stats::of(db.0.clone()).p99),
             );
+            if let Some(path) = &options.samples_out {
+                append_samples(path, &options.label, name, &mem, &db);
+            }
             for (kind, (e2e, ack)) in [(0, mem), (1, db)] {
-                let entry = figures.entry((kind, CONFIGS[c].0)).or_default();
+                let entry = figures.entry((kind, name)).or_default();
                 entry.0.extend(e2e);
                 entry.1.extend(ack);
             }
         }
     }
     println!("\nall rounds together (webhook sent -> message received):");
+    let baseline = configs[0].0;
     for (kind, label) in [(0, "memory hits"), (1, "database hits")] {
-        let before = Stats::of(figures[&(kind, "before")].0.clone());
-        for (name, _) in CONFIGS {
-            let (e2e, ack) = &figures[&(kind, name)];
+        let before = Stats::of(figures[&(kind, baseline)].0.clone());
+        for (name, _) in configs {
+            let (e2e, ack) = &figures[&(kind, *name)];
             let s = Stats::of(e2e.clone());
             row(
                 &format!("{label}, {name}"),
                 s,
-                (name != "before").then(|| s.p99 / before.p99),
+                (*name != baseline).then(|| s.p99 / before.p99),
             );
             println!(
                 "  {:<44} max {:>9}; of which the 202: p50 {:>9} p99 {:>9}",
@@ -451,7 +553,7 @@ async fn end_to_end(url: String, parties: usize, hits: usize, rate: usize) {
     let memory = Stats::of(figures[&(0, "after")].0.clone());
     let database = Stats::of(figures[&(1, "after")].0.clone());
     println!(
-        "\n(ratios above: p99 against the p99 of \"before\")\ntarget memory-hit p99 <= 5 ms: {} ({}); database-hit p99 <= 15 ms: {} ({})",
+        "\n(ratios above: p99 against the p99 of \"{baseline}\")\ntarget memory-hit p99 <= 5 ms: {} ({}); database-hit p99 <= 15 ms: {} ({})",
         if memory.p99 <= 5e6 {
             "reached"
         } else {
@@ -465,6 +567,21 @@ async fn end_to_end(url: String, parties: usize, hits: usize, rate: usize) {
         },
         human(database.p99),
     );
+}
+
+/// Appends one figure's latencies to `path`: `label config kind e2e_ns ack_ns` per line.
+fn append_samples(path: &str, label: &str, config: &str, mem: &Latencies, db: &Latencies) {
+    use std::io::Write;
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("samples file");
+    for (kind, (e2e, ack)) in [("memory", mem), ("database", db)] {
+        for (e, a) in e2e.iter().zip(ack) {
+            writeln!(out, "{label}\t{config}\t{kind}\t{e:.0}\t{a:.0}").expect("writes");
+        }
+    }
 }
 
 /// Builds the application with `vars`, runs the warm-up, the memory-hit figure and the
