@@ -72,8 +72,7 @@ impl Failure for Reposted {
     }
 }
 
-/// Posts `message` on the event's lead and says how the event ends.
-#[tracing::instrument(name = "deliver", skip_all, fields(event = event.id, lead = %lead))]
+/// Marks the event as sending, then posts `message` on its lead; says how the event ends.
 pub async fn deliver(
     state: &AppState,
     event: &ClaimedEvent,
@@ -81,24 +80,31 @@ pub async fn deliver(
     message: &str,
 ) -> Finish {
     match state.store.mark_sending(event).await {
-        Ok(true) => {}
-        Ok(false) => {
-            // Another worker owns the event now; whatever we return cannot be written.
-            return Finish::Retry {
-                at: OffsetDateTime::now_utc(),
-                error: "claim lost before sending".into(),
-            };
-        }
-        Err(e) => {
-            return after_failure(
-                &state.settings.delivery,
-                event,
-                true,
-                None,
-                format!("store: {e}"),
-            );
-        }
+        Ok(true) => post(state, event, lead, message).await,
+        Ok(false) => claim_lost(),
+        Err(e) => after_failure(
+            &state.settings.delivery,
+            event,
+            true,
+            None,
+            format!("store: {e}"),
+        ),
     }
+}
+
+/// What an event whose claim another worker took over ends with here. Nothing of it can be
+/// written any more (every write names the claim); the other worker carries it on.
+pub fn claim_lost() -> Finish {
+    Finish::Retry {
+        at: OffsetDateTime::now_utc(),
+        error: "claim lost before sending".into(),
+    }
+}
+
+/// Posts `message` on the event's lead, the "sending" mark already committed, and says how
+/// the event ends.
+#[tracing::instrument(name = "deliver", skip_all, fields(event = event.id, lead = %lead))]
+pub async fn post(state: &AppState, event: &ClaimedEvent, lead: &LeadId, message: &str) -> Finish {
     match state.crm.post_message(lead, message).await {
         Ok(()) => {
             state.metrics.delivery("ok");

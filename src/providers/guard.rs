@@ -186,7 +186,11 @@ impl Guard {
             *next = start + spacing;
             start
         };
-        tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
+        // A start that is already due goes at once: a sleep until "now" still waits for the
+        // timer's next millisecond.
+        if start > Instant::now() {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
+        }
     }
 }
 

@@ -518,6 +518,18 @@ pub trait Inbox: Send + Sync + 'static {
         links: &[LeadLink],
     ) -> Result<bool, StoreError>;
 
+    /// [`Inbox::save_rendered`] and [`Inbox::mark_sending`] in one transaction: what a
+    /// message about to be posted for the first time writes, one commit instead of two
+    /// before the POST. A stop after it and before the POST is then found as a POST of
+    /// unknown outcome (see `delivery`), as a stop right after the mark always was.
+    async fn save_and_mark_sending(
+        &self,
+        event: &ClaimedEvent,
+        contact_set: &str,
+        message: &str,
+        links: &[LeadLink],
+    ) -> Result<bool, StoreError>;
+
     /// Marks that a POST is about to leave. Returns false when the claim was lost.
     async fn mark_sending(&self, event: &ClaimedEvent) -> Result<bool, StoreError>;
 

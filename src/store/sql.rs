@@ -410,41 +410,17 @@ macro_rules! shared_sql {
                     message: &str,
                     links: &[LeadLink],
                 ) -> Result<bool, StoreError> {
-                    let now = Stamp::now();
-                    let mut tx = self.begin_step().await?;
-                    let sql = format!(
-                        "UPDATE webhook_inbox SET contact_set = $3, message = $4, updated_at = $5
-                          {OURS}"
-                    );
-                    let updated = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(event.id)
-                        .bind(Claim(event.claim))
-                        .bind(contact_set)
-                        .bind(message)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    if updated == 0 {
-                        return Ok(false);
-                    }
-                    for link in links {
-                        sqlx::query(
-                            "INSERT INTO lead_parties
-                               (source, lead_id, party_id, contact_kind, linked_at)
-                             SELECT $1, $2, id, $4, $5 FROM parties WHERE cpf = $3
-                             ON CONFLICT DO NOTHING",
-                        )
-                        .bind(&event.source)
-                        .bind(&event.lead_id)
-                        .bind(link.cpf.as_str())
-                        .bind(link.via.as_str())
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    tx.commit().await?;
-                    Ok(true)
+                    self.save_message(event, contact_set, message, links, false).await
+                }
+
+                async fn save_and_mark_sending(
+                    &self,
+                    event: &ClaimedEvent,
+                    contact_set: &str,
+                    message: &str,
+                    links: &[LeadLink],
+                ) -> Result<bool, StoreError> {
+                    self.save_message(event, contact_set, message, links, true).await
                 }
 
                 async fn mark_sending(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {
@@ -1315,6 +1291,60 @@ macro_rules! shared_sql {
                     .fetch_one(self.reads())
                     .await?;
                     Ok(hit.then_some(Lookup::NotFound))
+                }
+
+                /// What `save_rendered` and `save_and_mark_sending` write. With `sending`, the
+                /// "sending" mark is set in the same transaction, which then commits
+                /// synchronously: it is the mark a POST must not leave before.
+                async fn save_message(
+                    &self,
+                    event: &ClaimedEvent,
+                    contact_set: &str,
+                    message: &str,
+                    links: &[LeadLink],
+                    sending: bool,
+                ) -> Result<bool, StoreError> {
+                    let now = Stamp::now();
+                    let mut tx = if sending {
+                        self.begin_write().await?
+                    } else {
+                        self.begin_step().await?
+                    };
+                    let sql = format!(
+                        "UPDATE webhook_inbox SET contact_set = $3, message = $4, updated_at = $5,
+                                send_started_at = CASE WHEN $6 THEN $5 ELSE send_started_at END
+                          {OURS}"
+                    );
+                    let updated = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(event.id)
+                        .bind(Claim(event.claim))
+                        .bind(contact_set)
+                        .bind(message)
+                        .bind(now)
+                        .bind(sending)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if updated == 0 {
+                        return Ok(false);
+                    }
+                    for link in links {
+                        sqlx::query(
+                            "INSERT INTO lead_parties
+                               (source, lead_id, party_id, contact_kind, linked_at)
+                             SELECT $1, $2, id, $4, $5 FROM parties WHERE cpf = $3
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .bind(&event.source)
+                        .bind(&event.lead_id)
+                        .bind(link.cpf.as_str())
+                        .bind(link.via.as_str())
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(true)
                 }
 
                 /// Runs one write of a claim holder (`$1` event, `$2` claim, `$3` the instant

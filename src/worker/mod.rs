@@ -153,10 +153,13 @@ pub async fn prune(state: AppState, shutdown: CancellationToken) {
 #[tracing::instrument(name = "event", skip_all, fields(event = event.id, lead = %event.lead_id, action = %event.action))]
 pub async fn process(state: &AppState, event: ClaimedEvent, lease: Duration) {
     let work = handle(state, &event);
-    let mut heartbeat = tokio::time::interval((lease / 3).max(Duration::from_millis(100)));
+    // The claim has just set the lease, so the first renewal is one period away. Not
+    // `interval` and a first `tick()`: that tick is "immediate" only on the timer's
+    // millisecond clock, and awaiting it before the work put up to a millisecond or two
+    // of timer wait on every event.
+    let every = (lease / 3).max(Duration::from_millis(100));
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate, and the claim has just set the lease.
-    heartbeat.tick().await;
     // The renewals run beside the work, never inside a `select!` arm: a renewal that waits
     // (a slow database, a row lock) must not stop the work from being polled.
     let renewals = async {
@@ -248,34 +251,79 @@ async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
     } else {
         event
     };
-    let message = match &event.message {
-        Some(m) => m.clone(),
-        None => match prepare(state, event, &parsed).await {
-            Ok(Prepared::Send(m)) => m,
-            Ok(Prepared::Skip { outcome, set }) => {
-                return Finish::Done {
-                    outcome,
-                    contact_set: Some(set),
-                };
-            }
-            Err(finish) => return finish,
-        },
+    if let Some(message) = &event.message {
+        // Rendered by an earlier attempt: post that same text.
+        if parsed.destination == Destination::StoreOnly {
+            return stored(&parsed);
+        }
+        return delivery::deliver(state, event, &parsed.lead, message).await;
+    }
+    let rendered = match prepare(state, event, &parsed).await {
+        Ok(Prepared::Send(r)) => r,
+        Ok(Prepared::Skip { outcome, set }) => {
+            return Finish::Done {
+                outcome,
+                contact_set: Some(set),
+            };
+        }
+        Err(finish) => return finish,
     };
+    let Rendered {
+        message,
+        set,
+        links,
+    } = &rendered;
     if parsed.destination == Destination::StoreOnly {
-        return Finish::Done {
-            outcome: Outcome::Stored,
-            contact_set: Some(contact_set(&parsed.customer.keys())),
+        return match state.store.save_rendered(event, set, message, links).await {
+            Ok(_) => stored(&parsed),
+            Err(e) => store_failed(state, event, &e),
         };
     }
-    delivery::deliver(state, event, &parsed.lead, &message).await
+    // The message, the lead's links and the "sending" mark in one commit: the first POST
+    // waits for one commit, not two.
+    match state
+        .store
+        .save_and_mark_sending(event, set, message, links)
+        .await
+    {
+        Ok(true) => delivery::post(state, event, &parsed.lead, message).await,
+        Ok(false) => delivery::claim_lost(),
+        Err(e) => store_failed(state, event, &e),
+    }
+}
+
+fn stored(parsed: &LeadEvent) -> Finish {
+    Finish::Done {
+        outcome: Outcome::Stored,
+        contact_set: Some(contact_set(&parsed.customer.keys())),
+    }
+}
+
+fn store_failed(state: &AppState, event: &ClaimedEvent, e: &crate::store::StoreError) -> Finish {
+    after_failure(
+        &state.settings.delivery,
+        event,
+        e.is_transient(),
+        None,
+        format!("store: {e}"),
+    )
 }
 
 enum Prepared {
-    Send(String),
+    Send(Rendered),
     Skip { outcome: Outcome, set: String },
 }
 
-/// Decides whether the event needs a message and, if so, resolves, links and renders it.
+/// A message resolved and rendered, not yet saved: what it says, the event's contact set,
+/// and the parties to link the lead to.
+struct Rendered {
+    message: String,
+    set: String,
+    links: Vec<LeadLink>,
+}
+
+/// Decides whether the event needs a message and, if so, resolves and renders it; the caller
+/// saves it.
 async fn prepare(
     state: &AppState,
     event: &ClaimedEvent,
@@ -340,20 +388,11 @@ async fn prepare(
         .map_err(|e| Finish::Dead {
             reason: format!("message: {e}"),
         })?;
-    match state
-        .store
-        .save_rendered(event, &set, &message, &links)
-        .await
-    {
-        Ok(_) => Ok(Prepared::Send(message)),
-        Err(e) => Err(after_failure(
-            &state.settings.delivery,
-            event,
-            e.is_transient(),
-            None,
-            format!("store: {e}"),
-        )),
-    }
+    Ok(Prepared::Send(Rendered {
+        message,
+        set,
+        links,
+    }))
 }
 
 fn transient(state: &AppState, event: &ClaimedEvent, error: String) -> Finish {

@@ -157,6 +157,62 @@ both_backends!(
 );
 
 both_backends!(
+    save_and_mark_sending_keeps_the_message_links_the_lead_and_sets_the_mark_at_once,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let known = maria_cpf();
+        store
+            .record_contact(
+                &phone_key(),
+                &Lookup::Found((known.clone(), Some("MARIA APARECIDA SOUZA".to_owned()))),
+                far_future(),
+            )
+            .await
+            .unwrap();
+        let id = insert(&store, new_event("lead-a", T1)).await;
+        let event = claim_only(&store, id, Duration::ZERO).await;
+        let links = [LeadLink {
+            cpf: known,
+            via: ContactKind::Phone,
+        }];
+
+        let saved = store
+            .save_and_mark_sending(
+                &event,
+                "phone:+5511987654321",
+                "Maria: CPF encontrado",
+                &links,
+            )
+            .await
+            .unwrap();
+        assert!(saved);
+        assert_eq!(store.party_counts().await.unwrap().lead_links, 1);
+
+        // A stop before the POST's answer: the event comes back with both, so the same text
+        // is the one posted again (or dead-lettered as an unknown outcome).
+        let again = claim_when_due(&store, id, LONG_LEASE).await;
+        assert!(again.send_started);
+        assert_eq!(again.message.as_deref(), Some("Maria: CPF encontrado"));
+        assert_eq!(again.contact_set.as_deref(), Some("phone:+5511987654321"));
+
+        // The first claim is stale now: it can write neither.
+        let saved = store
+            .save_and_mark_sending(&event, "phone:+5511987654321", "other", &links)
+            .await
+            .unwrap();
+        assert!(!saved);
+        let retry = Finish::Retry {
+            at: now() - Duration::from_secs(1),
+            error: "crm timed out".to_owned(),
+        };
+        assert!(store.finish(&again, retry).await.unwrap());
+        let third = claim_when_due(&store, id, LONG_LEASE).await;
+        assert_eq!(third.message.as_deref(), Some("Maria: CPF encontrado"));
+    }
+);
+
+both_backends!(
     save_rendered_links_the_lead_only_to_parties_that_exist,
     |backend| async move {
         let db = TestDb::new(backend).await;
