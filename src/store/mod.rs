@@ -574,7 +574,18 @@ pub trait Inbox: Send + Sync + 'static {
     ) -> Result<Option<(Option<LeadId>, u32)>, StoreError>;
 
     /// Leaves the event done, due again later, or dead. Returns false when the claim was lost.
-    async fn finish(&self, event: &ClaimedEvent, finish: Finish) -> Result<bool, StoreError>;
+    async fn finish(&self, event: &ClaimedEvent, finish: Finish) -> Result<bool, StoreError> {
+        Ok(self.finish_and_look(event, finish).await?.is_some())
+    }
+
+    /// [`Inbox::finish`], and in the same statement whether another event of the same lead is
+    /// pending: one a claim passed over while this one was in hand, which the worker should
+    /// claim now rather than at its next poll. `None` when the claim was lost.
+    async fn finish_and_look(
+        &self,
+        event: &ClaimedEvent,
+        finish: Finish,
+    ) -> Result<Option<bool>, StoreError>;
 
     /// Hands a claimed event back at shutdown, when its worker was stopped before it ended:
     /// pending, due now, no claim or lease, attempts unchanged (nothing failed), so the next

@@ -100,6 +100,12 @@ pub(super) const LET_GO: &str = "send_started_at = NULL, claim_token = NULL, lea
         updated_at = $3
   WHERE id = $1 AND claim_token = $2";
 
+/// What a finish returns: whether another event of the same lead is pending.
+pub(super) const SUCCESSOR: &str = "RETURNING EXISTS (
+    SELECT 1 FROM webhook_inbox e
+     WHERE e.source = webhook_inbox.source AND e.lead_id = webhook_inbox.lead_id
+       AND e.id <> webhook_inbox.id AND e.state = 'pending')";
+
 /// Which rows a holder of a claim may still write: `$1` the event, `$2` its claim.
 pub(super) const OURS: &str = "WHERE id = $1 AND claim_token = $2 AND state = 'processing'";
 
@@ -580,17 +586,18 @@ macro_rules! shared_sql {
                     }
 
 
-                async fn finish(
+                async fn finish_and_look(
                     &self,
                     event: &ClaimedEvent,
                     finish: Finish,
-                ) -> Result<bool, StoreError> {
+                ) -> Result<Option<bool>, StoreError> {
                     let now = Stamp::now();
                     let pending = |at: OffsetDateTime, error: String, counted: i32| {
-                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                             "UPDATE webhook_inbox
                                 SET state = 'pending', attempts = attempts + $6,
-                                    next_attempt_at = $4, last_error = $5, {LET_GO}"
+                                    next_attempt_at = $4, last_error = $5, {LET_GO}
+                             {SUCCESSOR}"
                         )))
                         .bind(event.id)
                         .bind(Claim(event.claim))
@@ -603,11 +610,12 @@ macro_rules! shared_sql {
                         Finish::Done {
                             outcome,
                             contact_set,
-                        } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                        } => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                             "UPDATE webhook_inbox
                                 SET state = 'done', outcome = $4,
                                     contact_set = COALESCE($5, contact_set),
-                                    delivered_at = $6, last_error = NULL, {LET_GO}"
+                                    delivered_at = $6, last_error = NULL, {LET_GO}
+                             {SUCCESSOR}"
                         )))
                         .bind(event.id)
                         .bind(Claim(event.claim))
@@ -618,17 +626,18 @@ macro_rules! shared_sql {
                         Finish::Retry { at, error } => pending(at, error, 1),
                         // A parked event waits for its provider without spending an attempt.
                         Finish::Park { at, error } => pending(at, error, 0),
-                        Finish::Dead { reason } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                        Finish::Dead { reason } => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                             "UPDATE webhook_inbox
                                 SET state = 'dead', attempts = attempts + 1, outcome = 'dead',
-                                    last_error = $4, {LET_GO}"
+                                    last_error = $4, {LET_GO}
+                             {SUCCESSOR}"
                         )))
                         .bind(event.id)
                         .bind(Claim(event.claim))
                         .bind(now)
                         .bind(reason),
                     };
-                    Ok(q.execute(self.writes()).await?.rows_affected() == 1)
+                    Ok(q.fetch_optional(self.writes()).await?)
                 }
 
                 async fn release(&self, event: &ClaimedEvent) -> Result<bool, StoreError> {

@@ -39,14 +39,24 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     let in_hand: Arc<std::sync::Mutex<HashMap<i64, ClaimedEvent>>> = Arc::default();
     tracing::info!(concurrency = settings.concurrency, "workers started");
 
+    // Claim only when there may be something to take: at start, after a wake (intake stored
+    // an event) or a poll tick (retries come due, leases run out), after a claim that filled
+    // every free slot (more may be waiting), and when an event ends whose lead has another
+    // pending (it could not be claimed before). A slot freeing up alone is no reason:
+    // claiming after every finished event doubled the claims on a busy inbox, each one a
+    // locked transaction on the database.
+    let mut want = true;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !shutdown.is_cancelled() {
-        while tasks.try_join_next().is_some() {}
+        while let Some(done) = tasks.try_join_next() {
+            want |= matches!(done, Ok(true));
+        }
         let free = slots.available_permits();
-        let mut claimed_all = false;
-        if free > 0 {
+        if want && free > 0 {
             match state.store.claim_events(free as u32, lease).await {
                 Ok(events) => {
-                    claimed_all = !events.is_empty() && events.len() == free;
+                    want = events.len() == free;
                     for event in events {
                         let Ok(permit) = slots.clone().acquire_owned().await else {
                             break;
@@ -56,23 +66,26 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
                         lock(&in_hand).insert(event.id, event.clone());
                         tasks.spawn(async move {
                             let id = event.id;
-                            process(&state, event, lease).await;
+                            let successor = process(&state, event, lease).await;
                             lock(&in_hand).remove(&id);
                             drop(permit);
+                            successor
                         });
                     }
                 }
+                // Tried again at the next wake or tick, not in a loop against a failing
+                // database.
                 Err(e) => tracing::error!(error = %e, "claiming events failed"),
             }
         }
-        if claimed_all && slots.available_permits() > 0 {
-            continue;
-        }
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = state.wake.notified() => {}
-            _ = tokio::time::sleep(poll) => {}
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = state.wake.notified() => want = true,
+            _ = tick.tick() => want = true,
+            // A freed slot: claims if a wake or a full claim left `want` set, or the event
+            // that ended has a successor of its lead waiting (claims pass over an event while
+            // an earlier one of its lead is in hand).
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => want |= matches!(done, Ok(true)),
         }
     }
 
@@ -149,9 +162,10 @@ pub async fn prune(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-/// Carries one claimed event to its end state, renewing its lease while it works.
+/// Carries one claimed event to its end state, renewing its lease while it works. Returns
+/// whether another event of its lead is pending (see [`crate::store::Inbox::finish_and_look`]).
 #[tracing::instrument(name = "event", skip_all, fields(event = event.id, lead = %event.lead_id, action = %event.action))]
-pub async fn process(state: &AppState, event: ClaimedEvent, lease: Duration) {
+pub async fn process(state: &AppState, event: ClaimedEvent, lease: Duration) -> bool {
     let work = handle(state, &event);
     // The claim has just set the lease, so the first renewal is one period away. Not
     // `interval` and a first `tick()`: that tick is "immediate" only on the timer's
@@ -195,11 +209,17 @@ pub async fn process(state: &AppState, event: ClaimedEvent, lease: Duration) {
             tracing::error!(reason = %reason, "event dead-lettered");
         }
     }
-    match state.store.finish(&event, finish).await {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!("claim lost: another worker took this event over"),
+    match state.store.finish_and_look(&event, finish).await {
+        Ok(Some(successor)) => successor,
+        Ok(None) => {
+            tracing::warn!("claim lost: another worker took this event over");
+            false
+        }
         // The lease will run out and the event comes back.
-        Err(e) => tracing::error!(error = %e, "recording the event's outcome failed"),
+        Err(e) => {
+            tracing::error!(error = %e, "recording the event's outcome failed");
+            false
+        }
     }
 }
 

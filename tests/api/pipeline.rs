@@ -541,6 +541,53 @@ both_backends!(
     }
 );
 
+both_backends!(
+    a_leads_next_event_is_taken_when_the_one_before_it_ends_not_at_the_next_poll,
+    |backend| async move {
+        // Polling once a minute: only the end of the first event can start the second one
+        // in time (a claim passes the second over while the first is in hand).
+        let app = spawn_app_with(backend, |s| s.workers.poll_interval_ms = 60_000).await;
+        Mock::given(method("GET"))
+            .and(path_regex(r"^/Consultas/Pessoa/Telefone/1198765000[12]$"))
+            .and(basic_auth(DIRETRIX_USER, DIRETRIX_PASSWORD))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+            .expect(2)
+            .mount(&app.diretrix)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/integration/leads/L-1/create_message"))
+            .and(bearer_token(C2S_TOKEN))
+            .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_millis(200)))
+            .expect(2)
+            .mount(&app.c2s)
+            .await;
+
+        let batch = json!([
+            c2s_event(
+                "L-1",
+                "on_create_lead",
+                "2026-11-20T10:00:00Z",
+                Some("11987650001"),
+                None
+            ),
+            c2s_event(
+                "L-1",
+                "on_update_lead",
+                "2026-11-20T11:00:00Z",
+                Some("11987650002"),
+                None
+            ),
+        ]);
+        let ids = app.post_c2s_ok(&batch).await;
+        assert_eq!(ids.len(), 2);
+        for id in ids {
+            let done = wait_final(app.store(), id, Duration::from_secs(15)).await;
+            assert_eq!(done.outcome.map(|o| o.as_str()), Some("delivered"));
+        }
+        app.verify_mocks().await;
+    }
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_nothing_configured_the_sandbox_answers_and_keeps_the_message() {
     let dir = tempfile::tempdir().unwrap();

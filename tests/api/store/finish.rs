@@ -116,6 +116,44 @@ both_backends!(
     }
 );
 
+both_backends!(
+    a_finish_says_whether_another_event_of_the_lead_is_pending,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let first = insert(&store, new_event("lead-a", T1)).await;
+        let second = insert(&store, new_event("lead-a", T2)).await;
+        let other = insert(&store, new_event("lead-b", T1)).await;
+
+        // The claim takes the first event of each lead and passes over lead-a's second.
+        let claimed = store.claim_events(10, LONG_LEASE).await.unwrap();
+        let ids: Vec<i64> = claimed.iter().map(|e| e.id).collect();
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        assert!(ids.contains(&first) && ids.contains(&other) && !ids.contains(&second));
+        let event = |id: i64| claimed.iter().find(|e| e.id == id).unwrap();
+
+        let looked = store
+            .finish_and_look(event(first), done(Outcome::Delivered))
+            .await
+            .unwrap();
+        assert_eq!(looked, Some(true), "lead-a's second event waits");
+        let looked = store
+            .finish_and_look(event(other), done(Outcome::Delivered))
+            .await
+            .unwrap();
+        assert_eq!(looked, Some(false), "lead-b has nothing else");
+        // A claim already ended: nothing written, nothing to say.
+        let looked = store
+            .finish_and_look(event(first), done(Outcome::Delivered))
+            .await
+            .unwrap();
+        assert_eq!(looked, None);
+
+        let next = store.claim_events(10, LONG_LEASE).await.unwrap();
+        assert_eq!(next.iter().map(|e| e.id).collect::<Vec<_>>(), vec![second]);
+    }
+);
+
 // ---------------------------------------------------------------------------------------------
 // mark_sending and save_rendered
 
