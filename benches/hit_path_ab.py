@@ -6,15 +6,16 @@
 Each argument is a `hit_path` bench binary (`cargo bench --bench hit_path --no-run` prints
 its path), typically one built from the commit before a change and one from the change.
 Settings alone cannot switch a code change off, so "before" and "after" are two builds; they
-run in alternating rounds against one database that the first round generates
-(`BENCH_PARTIES`, default 1 000 000), each round on parties no earlier round read, and every
-latency goes to one samples file from which the table below is computed.
+run in alternating rounds, each build on a database of its own (`enricher_bench_ab_before`,
+`_after`: each applies its own migrations) that its first round generates (`BENCH_PARTIES`,
+default 1 000 000), each round on parties no earlier round read, and every latency goes to one
+samples file from which the table below is computed.
 
 Environment: `BENCH_PARTIES`, `BENCH_HITS` (per figure and round, default 2 000),
 `BENCH_RATE` (500), `BENCH_ROUNDS` (3 per build), `TEST_DATABASE_URL` (the Postgres on the
-loopback). The database `enricher_bench_ab` is dropped at the end unless `BENCH_KEEP=1`; a
-kept one is used again as it is (no new generation), and `BENCH_SKIP_BASE` then moves past
-the parties earlier runs read.
+loopback). The databases are dropped at the end unless `BENCH_KEEP=1`; kept ones are used
+again as they are (no new generation), and `BENCH_SKIP_BASE` then moves past the parties
+earlier runs read.
 """
 
 import os
@@ -55,14 +56,18 @@ def main():
     parsed = urllib.parse.urlparse(admin)
     if parsed.hostname not in ("127.0.0.1", "localhost", "::1"):
         sys.exit("TEST_DATABASE_URL is not on the loopback (benchmarks stay local)")
-    url = urllib.parse.urlunparse(parsed._replace(path="/enricher_bench_ab"))
-    exists = subprocess.run(
-        ["psql", admin, "-X", "-A", "-t", "-c",
-         "SELECT 1 FROM pg_database WHERE datname = 'enricher_bench_ab'"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()
-    if not exists:
-        psql(admin, "CREATE DATABASE enricher_bench_ab")
+    # A database per build: each applies its own migrations, which the other may not know.
+    urls = {}
+    for label in ("before", "after"):
+        name = f"enricher_bench_ab_{label}"
+        urls[label] = urllib.parse.urlunparse(parsed._replace(path=f"/{name}"))
+        exists = subprocess.run(
+            ["psql", admin, "-X", "-A", "-t", "-c",
+             f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        if not exists:
+            psql(admin, f"CREATE DATABASE {name}")
     per_round = 2 * hits + WARMUP
     needed = 2 * rounds * per_round
     needed += int(os.environ.get("BENCH_SKIP_BASE", "0"))
@@ -76,7 +81,7 @@ def main():
             for label, binary in (("before", before), ("after", after)):
                 env = dict(
                     os.environ,
-                    BENCH_DATABASE_URL=url,
+                    BENCH_DATABASE_URL=urls[label],
                     BENCH_PARTIES=str(parties),
                     BENCH_HITS=str(hits),
                     BENCH_RATE=rate,
@@ -99,7 +104,8 @@ def main():
     finally:
         os.unlink(samples.name)
         if os.environ.get("BENCH_KEEP") != "1":
-            psql(admin, "DROP DATABASE IF EXISTS enricher_bench_ab WITH (FORCE)")
+            for label in ("before", "after"):
+                psql(admin, f"DROP DATABASE IF EXISTS enricher_bench_ab_{label} WITH (FORCE)")
 
     print(f"\n## Hit path, before and after, {rounds} alternating rounds each, {rate} webhooks/s")
     print("webhook sent -> message received by the sandbox CRM (the 202 alone in the last columns)\n")
