@@ -811,6 +811,28 @@ pub trait Store: Inbox + People + Coordination + Admin {}
 
 impl<T: Inbox + People + Coordination + Admin> Store for T {}
 
+/// A pooled connection idle for longer than this is pinged before it is handed out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// The pool options both backends start from. sqlx pings every connection before handing it
+/// out unless told otherwise: on a busy pool that is one more round trip for every statement
+/// run outside a transaction and every transaction begun, on the hit path and in intake alike.
+/// Only a connection that sat idle is pinged now (one used within the last second is alive as
+/// far as any ping could tell); one that broke meanwhile fails its statement, and the caller
+/// treats that as the transient failure it is.
+pub(crate) fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_AFTER_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 /// Opens the backend the URL names. Does not migrate.
 pub async fn connect(settings: &DatabaseSettings) -> Result<DynStore, StoreError> {
     let url = settings.url.expose_secret();

@@ -16,7 +16,7 @@ use std::time::Duration;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgTypeInfo, PgValueRef};
+use sqlx::postgres::{PgConnectOptions, PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Encode, PgPool, Postgres, Type};
 use time::OffsetDateTime;
 
@@ -74,17 +74,17 @@ impl PgStore {
             // tables alone, as on SQLite. `public` first, so whatever is created without a
             // schema (the migrations' own table) stays where it always was.
             .options([("search_path", "public, core")]);
-        let pool = PgPoolOptions::new()
+        let pool = super::pool_options::<Postgres>()
             .max_connections(max_connections)
             // Intake answers 503 rather than hanging when the database is gone.
             .acquire_timeout(Duration::from_secs(3))
             .connect_lazy_with(options.clone());
-        let locks = PgPoolOptions::new()
+        let locks = super::pool_options::<Postgres>()
             .max_connections(lock_connections.max(1))
             // Waits for a free lock connection are bounded by the caller's lock wait.
             .acquire_timeout(Duration::from_secs(3600))
             .connect_lazy_with(options.clone().application_name("enricher-locks"));
-        let listen = PgPoolOptions::new()
+        let listen = super::pool_options::<Postgres>()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(3))
             .connect_lazy_with(options.application_name("enricher-listener"));

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteArgumentsBuffer, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions,
-    SqliteSynchronous, SqliteTypeInfo, SqliteValueRef,
+    SqliteArgumentsBuffer, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous,
+    SqliteTypeInfo, SqliteValueRef,
 };
 use sqlx::types::Json;
 use sqlx::{Decode, Encode, QueryBuilder, Sqlite, SqlitePool, Type};
@@ -57,12 +57,12 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("cannot create the database directory: {e}"))
             })?;
         }
-        let writer = SqlitePoolOptions::new()
+        let writer = super::pool_options::<Sqlite>()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.clone())
             .await?;
-        let pool = SqlitePoolOptions::new()
+        let pool = super::pool_options::<Sqlite>()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
