@@ -21,6 +21,7 @@
 //!    webhook carries one phone, so each event is one contact lookup and one person lookup.
 //!    The figures come for the service as configured by default ("after") and with the
 //!    settings of the previous release ("before"), in alternating rounds of the same run.
+//!    `BENCH_SETTINGS="KEY=VALUE ..."` adds settings to both, to try one.
 
 mod common;
 
@@ -628,6 +629,15 @@ async fn one_configuration(
     .collect();
     for (k, v) in extra {
         vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    // `BENCH_SETTINGS="ENRICHER__A=1 ENRICHER__B=2"`: settings to try, over the configuration's.
+    if let Ok(more) = std::env::var("BENCH_SETTINGS") {
+        for pair in more.split_whitespace() {
+            let (k, v) = pair
+                .split_once('=')
+                .expect("BENCH_SETTINGS holds KEY=VALUE pairs");
+            vars.insert(k.to_owned(), v.to_owned());
+        }
     }
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let settings = Settings::load_from(AppEnv::Development, &config, &vars).expect("settings");

@@ -108,8 +108,9 @@ pub struct DatabaseSettings {
     /// Postgres only: how long a purchase waits for another instance buying the same key
     /// before the event is retried later (never bought twice).
     pub lock_wait_ms: u64,
-    /// Postgres only: claims and rendered messages commit without waiting for the WAL flush;
-    /// the sending mark that follows them, before any message goes out, flushes them.
+    /// Postgres only: claims (and messages kept for store-only events) commit without waiting
+    /// for the WAL flush; the message and sending mark that follow a claim, committed before
+    /// any message goes out, flush it.
     pub async_commit_steps: bool,
 }
 

@@ -96,13 +96,14 @@ impl PgStore {
         })
     }
 
-    /// With `on`, a claim and the saving of a rendered message commit without waiting for
-    /// the WAL flush (`synchronous_commit = off` for those transactions only). Nothing durable
-    /// depends on them alone: the WAL is written in order, so the event's next synchronous
-    /// commit (the "sending" mark, before any POST) flushes them too, and a crash before
-    /// that only loses a claim (the event is pending again) or a rendered message (rendered
-    /// again). It takes two of the four flushes a webhook waits for before its message goes
-    /// out off the hit path. Intake and every other write stay synchronous.
+    /// With `on`, a claim and the saving of a rendered message without a sending mark (a
+    /// store-only event) commit without waiting for the WAL flush (`synchronous_commit = off`
+    /// for those transactions only). Nothing durable depends on them alone: the WAL is
+    /// written in order, so the event's next synchronous commit (the message with its sending
+    /// mark, before any POST) flushes them too, and a crash before that only loses a claim
+    /// (the event is pending again) or a kept message (rendered again). With the message and
+    /// the mark in one commit, a webhook waits for two flushes before its message goes out:
+    /// intake's and that one. Intake and every other write stay synchronous.
     pub fn with_async_commit_steps(mut self, on: bool) -> PgStore {
         self.async_steps = on;
         self
