@@ -19,7 +19,7 @@
 use serde_json::Value;
 use sqlx::types::Json;
 
-use super::types::{EventState, Outcome, Stamp};
+use super::types::{Claim, EventState, Outcome, Stamp};
 use super::{ClaimedEvent, EventRecord, NewEvent, StoreError};
 use crate::domain::Person;
 
@@ -50,12 +50,18 @@ pub(super) trait Dialect: Sync {
     /// A transaction for a step a later write makes durable anyway (saving a rendered
     /// message): it may commit without waiting for its flush where the backend allows.
     async fn begin_step(&self) -> Result<sqlx::Transaction<'_, Self::DB>, StoreError>;
-    /// Taken inside the claim's transaction before it judges which events are due, so no two
-    /// claims judge one lead on different snapshots; the claim is a step as well.
-    async fn serialize_claims(
+    /// Runs the claim `update` ([`claim_update`], `$1` claim, `$2` lease end, `$3` now, `$4`
+    /// limit) serialized with every other claim on the database, so no two claims judge one
+    /// lead on different snapshots, and returns the claimed rows ([`EVENT_COLUMNS`]). The
+    /// claim is a step (see [`Dialect::begin_step`]).
+    async fn claim_rows(
         &self,
-        tx: &mut <Self::DB as sqlx::Database>::Connection,
-    ) -> Result<(), StoreError>;
+        update: &str,
+        claim: Claim,
+        until: Stamp,
+        now: Stamp,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError>;
     /// Inserts the events in one transaction: the new id of each, or `None` for a duplicate
     /// (a known key, or a repeat of an earlier key of the list), in input order.
     async fn insert_new(
@@ -68,6 +74,29 @@ pub(super) trait Dialect: Sync {
         &self,
         parties: &[i64],
     ) -> Result<Vec<(i64, String, String)>, StoreError>;
+}
+
+/// The claim: up to `$4` events due at `$3` whose lead has no earlier unfinished event and no
+/// event in hand, oldest due first, marked as held by claim `$1` until `$2`. Without a
+/// `RETURNING`: each dialect says what it returns (see [`Dialect::claim_rows`]).
+pub(super) fn claim_update(skip_locked: &str) -> String {
+    format!(
+        "UPDATE webhook_inbox
+            SET state = 'processing', claim_token = $1, lease_until = $2, updated_at = $3
+          WHERE id IN (
+            SELECT i.id FROM webhook_inbox i
+             WHERE ((i.state = 'pending' AND i.next_attempt_at <= $3)
+                 OR (i.state = 'processing' AND i.lease_until < $3))
+               AND NOT EXISTS (
+                 SELECT 1 FROM webhook_inbox e
+                  WHERE e.source = i.source AND e.lead_id = i.lead_id
+                    AND e.id <> i.id
+                    AND ((e.state IN ('pending', 'processing')
+                          AND (e.event_at, e.id) < (i.event_at, i.id))
+                      OR (e.state = 'processing' AND e.lease_until >= $3)))
+             ORDER BY i.next_attempt_at, i.id
+             LIMIT $4 {skip_locked})"
+    )
 }
 
 /// The columns of a claimed event, for [`EventRow`].
@@ -358,36 +387,16 @@ macro_rules! shared_sql {
                 ) -> Result<Vec<ClaimedEvent>, StoreError> {
                     let claim = Uuid::now_v7();
                     let now = Stamp::now();
-                    let sql = format!(
-                        "UPDATE webhook_inbox
-                            SET state = 'processing', claim_token = $1, lease_until = $2,
-                                updated_at = $3
-                          WHERE id IN (
-                            SELECT i.id FROM webhook_inbox i
-                             WHERE ((i.state = 'pending' AND i.next_attempt_at <= $3)
-                                 OR (i.state = 'processing' AND i.lease_until < $3))
-                               AND NOT EXISTS (
-                                 SELECT 1 FROM webhook_inbox e
-                                  WHERE e.source = i.source AND e.lead_id = i.lead_id
-                                    AND e.id <> i.id
-                                    AND ((e.state IN ('pending', 'processing')
-                                          AND (e.event_at, e.id) < (i.event_at, i.id))
-                                      OR (e.state = 'processing' AND e.lease_until >= $3)))
-                             ORDER BY i.next_attempt_at, i.id
-                             LIMIT $4 {})
-                         RETURNING {EVENT_COLUMNS}",
-                        <Self as Dialect>::SKIP_LOCKED
-                    );
-                    let mut tx = self.begin_write().await?;
-                    self.serialize_claims(&mut tx).await?;
-                    let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                        .bind(Claim(claim))
-                        .bind(Stamp(now.0 + lease))
-                        .bind(now)
-                        .bind(i64::from(limit))
-                        .fetch_all(&mut *tx)
+                    let update = claim_update(<Self as Dialect>::SKIP_LOCKED);
+                    let rows = self
+                        .claim_rows(
+                            &update,
+                            Claim(claim),
+                            Stamp(now.0 + lease),
+                            now,
+                            i64::from(limit),
+                        )
                         .await?;
-                    tx.commit().await?;
                     Ok(rows.into_iter().map(|r| r.claimed(claim)).collect())
                 }
 

@@ -18,7 +18,7 @@ use sqlx::types::Json;
 use sqlx::{Decode, Encode, QueryBuilder, Sqlite, SqlitePool, Type};
 use time::OffsetDateTime;
 
-use super::sql::{Dialect, LOOKUP_CONTACTS, LOOKUP_CONTACTS_ORDER};
+use super::sql::{Dialect, EVENT_COLUMNS, EventRow, LOOKUP_CONTACTS, LOOKUP_CONTACTS_ORDER};
 use super::types::{Claim, Stamp};
 use super::{Coordination, KeyLock, LockSpace, NewEvent, StoreError, Subscription};
 
@@ -117,8 +117,26 @@ impl Dialect for SqliteStore {
     }
 
     // The claim runs in a write transaction, and SQLite runs one writer at a time.
-    async fn serialize_claims(&self, _tx: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
-        Ok(())
+    async fn claim_rows(
+        &self,
+        update: &str,
+        claim: Claim,
+        until: Stamp,
+        now: Stamp,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{update} RETURNING {EVENT_COLUMNS}"
+        )))
+        .bind(claim)
+        .bind(until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
     async fn insert_new(
