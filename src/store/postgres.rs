@@ -75,7 +75,16 @@ impl PgStore {
             // The inbox is in `public`, person data in `core`: the shared statements name
             // tables alone, as on SQLite. `public` first, so whatever is created without a
             // schema (the migrations' own table) stays where it always was.
-            .options([("search_path", "public, core")]);
+            .options([
+                ("search_path", "public, core"),
+                // Every statement here is prepared once per connection and is a lookup by
+                // key, an insert or an update of a few rows, whose plan does not depend on the
+                // values bound. Postgres otherwise plans the first five executions per
+                // connection afresh and then keeps planning whatever it judges cheaper with
+                // the values: the claim spent 0.36 ms planning for 0.04 ms of work, on every
+                // webhook. A generic plan is made once per connection.
+                ("plan_cache_mode", "force_generic_plan"),
+            ]);
         let pool = super::pool_options::<Postgres>()
             .max_connections(max_connections)
             // Intake answers 503 rather than hanging when the database is gone.
