@@ -22,7 +22,9 @@ use time::OffsetDateTime;
 
 use super::sql::{Dialect, EVENT_COLUMNS, EventRow, LOOKUP_CONTACTS, LOOKUP_CONTACTS_ORDER};
 use super::types::{Claim, Stamp};
-use super::{Coordination, KeyLock, LockSpace, NewEvent, StoreError, Subscription};
+use super::{
+    ClaimedEvent, Coordination, KeyLock, LeadLink, LockSpace, NewEvent, StoreError, Subscription,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -240,6 +242,46 @@ impl Dialect for PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    async fn save_and_mark_at_once(
+        &self,
+        event: &ClaimedEvent,
+        contact_set: &str,
+        message: &str,
+        links: &[LeadLink],
+        now: Stamp,
+    ) -> Option<Result<bool, StoreError>> {
+        // The update names the claim, so a lost claim saves nothing and links nothing. A
+        // link to a CPF that is no party links nothing, as in the shared transaction.
+        let cpfs: Vec<&str> = links.iter().map(|l| l.cpf.as_str()).collect();
+        let kinds: Vec<&str> = links.iter().map(|l| l.via.as_str()).collect();
+        let saved = sqlx::query_scalar::<_, i64>(
+            "WITH saved AS (
+               UPDATE webhook_inbox
+                  SET contact_set = $3, message = $4, updated_at = $5, send_started_at = $5
+                WHERE id = $1 AND claim_token = $2 AND state = 'processing'
+                RETURNING source, lead_id),
+             linked AS (
+               INSERT INTO lead_parties (source, lead_id, party_id, contact_kind, linked_at)
+               SELECT s.source, s.lead_id, p.id, l.kind, $5
+                 FROM saved s
+                 CROSS JOIN UNNEST($6::text[], $7::text[]) WITH ORDINALITY AS l(cpf, kind, ord)
+                 JOIN parties p ON p.cpf = l.cpf
+                ORDER BY l.ord
+               ON CONFLICT DO NOTHING)
+             SELECT count(*) FROM saved",
+        )
+        .bind(event.id)
+        .bind(Claim(event.claim))
+        .bind(contact_set)
+        .bind(message)
+        .bind(now)
+        .bind(cpfs)
+        .bind(kinds)
+        .fetch_one(&self.pool)
+        .await;
+        Some(saved.map(|n| n == 1).map_err(StoreError::from))
     }
 
     async fn insert_new(
