@@ -256,8 +256,14 @@ impl Dialect for PgStore {
         // link to a CPF that is no party links nothing, as in the shared transaction.
         let cpfs: Vec<&str> = links.iter().map(|l| l.cpf.as_str()).collect();
         let kinds: Vec<&str> = links.iter().map(|l| l.via.as_str()).collect();
-        let saved = sqlx::query_scalar::<_, i64>(
-            "WITH saved AS (
+        // In an explicit transaction although it is one statement: a statement sent on its
+        // own commits by itself, also after this process died while it waited (on a row
+        // lock, say), and would leave the event marked as sending a POST that never left.
+        // A transaction whose COMMIT never came is rolled back instead.
+        let saved = async {
+            let mut tx = self.pool.begin().await?;
+            let saved = sqlx::query_scalar::<_, i64>(
+                "WITH saved AS (
                UPDATE webhook_inbox
                   SET contact_set = $3, message = $4, updated_at = $5, send_started_at = $5
                 WHERE id = $1 AND claim_token = $2 AND state = 'processing'
@@ -271,17 +277,21 @@ impl Dialect for PgStore {
                 ORDER BY l.ord
                ON CONFLICT DO NOTHING)
              SELECT count(*) FROM saved",
-        )
-        .bind(event.id)
-        .bind(Claim(event.claim))
-        .bind(contact_set)
-        .bind(message)
-        .bind(now)
-        .bind(cpfs)
-        .bind(kinds)
-        .fetch_one(&self.pool)
+            )
+            .bind(event.id)
+            .bind(Claim(event.claim))
+            .bind(contact_set)
+            .bind(message)
+            .bind(now)
+            .bind(cpfs)
+            .bind(kinds)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(saved == 1)
+        }
         .await;
-        Some(saved.map(|n| n == 1).map_err(StoreError::from))
+        Some(saved.map_err(StoreError::from))
     }
 
     async fn insert_new(

@@ -63,9 +63,9 @@ pub(super) trait Dialect: Sync {
         limit: i64,
     ) -> Result<Vec<EventRow>, StoreError>;
     /// The message, the lead's links and the sending mark (see `Inbox::save_and_mark_sending`)
-    /// in one statement, where the backend can write them so: one round trip instead of a
-    /// transaction's four or more, on the path of every webhook. `None`: the backend writes
-    /// them in the shared transaction.
+    /// in one statement, where the backend can write them so: fewer round trips than the
+    /// shared transaction's statement per link, on the path of every webhook. `None`: the
+    /// backend writes them in the shared transaction.
     async fn save_and_mark_at_once(
         &self,
         _event: &ClaimedEvent,
