@@ -659,14 +659,25 @@ pub trait People: Send + Sync + 'static {
     /// not-found that has not expired; `None` when it has to be bought.
     async fn find_contact(&self, key: &ContactKey) -> Result<Option<Lookup<Cpf>>, StoreError>;
 
-    /// Remembers a CPF lookup answer: the party and its contact, or a not-found until
-    /// `negative_until`.
+    /// Remembers a CPF lookup answer of one person: the party and its contact, or a
+    /// not-found until `negative_until`. [`People::record_candidates`] with a list of one.
     async fn record_contact(
         &self,
         key: &ContactKey,
         answer: &Lookup<(Cpf, Option<String>)>,
         negative_until: OffsetDateTime,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        let answer = match answer {
+            Lookup::Found((cpf, name)) => {
+                Lookup::Found(Candidates::one(crate::domain::CpfCandidate {
+                    cpf: cpf.clone(),
+                    name: name.clone(),
+                }))
+            }
+            Lookup::NotFound => Lookup::NotFound,
+        };
+        self.record_candidates(key, &answer, negative_until).await
+    }
 
     /// Every candidate the latest lookup of a contact listed (people and companies, in the
     /// provider's order, each with the name the lookup gave), or a remembered not-found that

@@ -882,36 +882,6 @@ macro_rules! shared_sql {
                     self.negative(key.kind().as_str(), key.value()).await
                 }
 
-                async fn record_contact(
-                    &self,
-                    key: &ContactKey,
-                    answer: &Lookup<(Cpf, Option<String>)>,
-                    negative_until: OffsetDateTime,
-                ) -> Result<(), StoreError> {
-                    let now = Stamp::now();
-                    let (kind, value) = (key.kind().as_str(), key.value());
-                    let mut tx = self.begin_write().await?;
-                    match answer {
-                        Lookup::Found((cpf, name)) => {
-                            let party = upsert_party(&mut tx, cpf, name.as_deref(), now).await?;
-                            let origin = ContactOrigin::Lookup;
-                            insert_contact(&mut tx, party, kind, value, origin, now).await?;
-                            sqlx::query(FORGET_NEGATIVE)
-                                .bind(kind)
-                                .bind(value)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                        Lookup::NotFound => {
-                            let until = Stamp(negative_until);
-                            remember_negative(&mut tx, kind, value, Provider::Diretrix, until, now)
-                                .await?;
-                        }
-                    }
-                    tx.commit().await?;
-                    Ok(())
-                }
-
                 async fn find_candidates(
                     &self,
                     key: &ContactKey,

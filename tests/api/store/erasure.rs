@@ -111,8 +111,9 @@ both_backends!(
             erasure,
             Erasure {
                 found: true,
-                // Two lookup rows and five person rows (one phone twice: phone and WhatsApp).
-                contacts: 7,
+                // Two lookup rows, the candidate list of each (one row), and five person rows
+                // (one phone twice: phone and WhatsApp).
+                contacts: 9,
                 enrichments: 1,
                 lead_links: 1,
                 negatives: 2,
@@ -151,7 +152,7 @@ both_backends!(
         assert_eq!(audit[0].cpf_hash, CPF_HASH);
         assert_eq!(
             audit[0].counts,
-            json!({"parties": 1, "contacts": 7, "enrichments": 1, "lead_links": 1, "negatives": 2, "events": 1})
+            json!({"parties": 1, "contacts": 9, "enrichments": 1, "lead_links": 1, "negatives": 2, "events": 1})
         );
         assert_written_between("audit time", audit[0].at, before, after);
         let serialized = serde_json::to_string(&audit).unwrap();
