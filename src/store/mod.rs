@@ -7,7 +7,7 @@
 //! Both pass the same conformance tests (`tests/api/store/`). The store never calls a
 //! provider and never decides policy (TTLs, retries): callers pass instants and limits in.
 //!
-//! Paid answers are written the moment they arrive (`record_contact`, `record_person`), each
+//! Paid answers are written the moment they arrive (`record_candidates`, `record_person`), each
 //! in one transaction, so no later failure can throw away what was paid for.
 
 mod postgres;
