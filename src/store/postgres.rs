@@ -22,9 +22,7 @@ use time::OffsetDateTime;
 
 use super::sql::{Dialect, EVENT_COLUMNS, EventRow, LOOKUP_CONTACTS, LOOKUP_CONTACTS_ORDER};
 use super::types::{Claim, Stamp};
-use super::{
-    ClaimedEvent, Coordination, KeyLock, LeadLink, LockSpace, NewEvent, StoreError, Subscription,
-};
+use super::{Coordination, KeyLock, LockSpace, NewEvent, StoreError, Subscription};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -242,56 +240,6 @@ impl Dialect for PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
-    }
-
-    async fn save_and_mark_at_once(
-        &self,
-        event: &ClaimedEvent,
-        contact_set: &str,
-        message: &str,
-        links: &[LeadLink],
-        now: Stamp,
-    ) -> Option<Result<bool, StoreError>> {
-        // The update names the claim, so a lost claim saves nothing and links nothing. A
-        // link to a CPF that is no party links nothing, as in the shared transaction.
-        let cpfs: Vec<&str> = links.iter().map(|l| l.cpf.as_str()).collect();
-        let kinds: Vec<&str> = links.iter().map(|l| l.via.as_str()).collect();
-        // In an explicit transaction although it is one statement: a statement sent on its
-        // own commits by itself, also after this process died while it waited (on a row
-        // lock, say), and would leave the event marked as sending a POST that never left.
-        // A transaction whose COMMIT never came is rolled back instead.
-        let saved = async {
-            let mut tx = self.pool.begin().await?;
-            let saved = sqlx::query_scalar::<_, i64>(
-                "WITH saved AS (
-               UPDATE webhook_inbox
-                  SET contact_set = $3, message = $4, updated_at = $5, send_started_at = $5
-                WHERE id = $1 AND claim_token = $2 AND state = 'processing'
-                RETURNING source, lead_id),
-             linked AS (
-               INSERT INTO lead_parties (source, lead_id, party_id, contact_kind, linked_at)
-               SELECT s.source, s.lead_id, p.id, l.kind, $5
-                 FROM saved s
-                 CROSS JOIN UNNEST($6::text[], $7::text[]) WITH ORDINALITY AS l(cpf, kind, ord)
-                 JOIN parties p ON p.cpf = l.cpf
-                ORDER BY l.ord
-               ON CONFLICT DO NOTHING)
-             SELECT count(*) FROM saved",
-            )
-            .bind(event.id)
-            .bind(Claim(event.claim))
-            .bind(contact_set)
-            .bind(message)
-            .bind(now)
-            .bind(cpfs)
-            .bind(kinds)
-            .fetch_one(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(saved == 1)
-        }
-        .await;
-        Some(saved.map_err(StoreError::from))
     }
 
     async fn insert_new(

@@ -20,7 +20,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::types::{Claim, EventState, Outcome, Stamp};
-use super::{ClaimedEvent, EventRecord, LeadLink, NewEvent, StoreError};
+use super::{ClaimedEvent, EventRecord, NewEvent, StoreError};
 use crate::domain::Person;
 
 /// What each backend supplies to the shared statements.
@@ -62,20 +62,6 @@ pub(super) trait Dialect: Sync {
         now: Stamp,
         limit: i64,
     ) -> Result<Vec<EventRow>, StoreError>;
-    /// The message, the lead's links and the sending mark (see `Inbox::save_and_mark_sending`)
-    /// in one statement, where the backend can write them so: fewer round trips than the
-    /// shared transaction's statement per link, on the path of every webhook. `None`: the
-    /// backend writes them in the shared transaction.
-    async fn save_and_mark_at_once(
-        &self,
-        _event: &ClaimedEvent,
-        _contact_set: &str,
-        _message: &str,
-        _links: &[LeadLink],
-        _now: Stamp,
-    ) -> Option<Result<bool, StoreError>> {
-        None
-    }
     /// Inserts the events in one transaction: the new id of each, or `None` for a duplicate
     /// (a known key, or a repeat of an earlier key of the list), in input order.
     async fn insert_new(
@@ -1307,13 +1293,6 @@ macro_rules! shared_sql {
                     sending: bool,
                 ) -> Result<bool, StoreError> {
                     let now = Stamp::now();
-                    if sending
-                        && let Some(saved) = self
-                            .save_and_mark_at_once(event, contact_set, message, links, now)
-                            .await
-                    {
-                        return saved;
-                    }
                     let mut tx = if sending {
                         self.begin_write().await?
                     } else {
