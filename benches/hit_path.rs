@@ -511,11 +511,7 @@ async fn end_to_end(url: String, options: Options) {
     }
     {
         let mut conn = sqlx::PgConnection::connect(&url).await.expect("connects");
-        let autovacuum: String = sqlx::query_scalar("SHOW autovacuum")
-            .fetch_one(&mut conn)
-            .await
-            .expect("SHOW autovacuum");
-        if autovacuum != "on" {
+        if !autovacuum_on(&mut conn).await {
             println!(
                 "  autovacuum is off on this server: the inbox is vacuumed before each figure, \
                  as autovacuum would between them"
@@ -689,16 +685,20 @@ async fn one_configuration(
 /// finish, and each figure would measure the bloat left by the ones before it.
 async fn vacuum_inbox(url: &str) {
     let mut conn = sqlx::PgConnection::connect(url).await.expect("connects");
-    let autovacuum: String = sqlx::query_scalar("SHOW autovacuum")
-        .fetch_one(&mut conn)
-        .await
-        .expect("SHOW autovacuum");
-    if autovacuum != "on" {
+    if !autovacuum_on(&mut conn).await {
         sqlx::query("VACUUM webhook_inbox")
             .execute(&mut conn)
             .await
             .expect("VACUUM");
     }
+}
+
+async fn autovacuum_on(conn: &mut sqlx::PgConnection) -> bool {
+    let autovacuum: String = sqlx::query_scalar("SHOW autovacuum")
+        .fetch_one(conn)
+        .await
+        .expect("SHOW autovacuum");
+    autovacuum == "on"
 }
 
 /// (memory hits, database hits) over both kinds of lookup, and no provider call at all.
