@@ -68,14 +68,7 @@ both_backends!(
     |backend| async move {
         let db = TestDb::new(backend).await;
         let store = db.store().await;
-        store
-            .record_contact(
-                &phone_key(),
-                &Lookup::Found((maria_cpf(), Some("MARIA APARECIDA SOUZA".to_owned()))),
-                far_future(),
-            )
-            .await
-            .unwrap();
+        maria_found_by_phone(&store).await;
         assert_eq!(
             store.find_candidates(&phone_key()).await.unwrap(),
             Some(Lookup::Found(Candidates::one(CpfCandidate {

@@ -22,16 +22,7 @@ both_backends!(
     |backend| async move {
         let db = TestDb::new(backend).await;
         let store = db.store().await;
-        let cpf = maria_cpf();
-
-        store
-            .record_contact(
-                &phone_key(),
-                &Lookup::Found((cpf.clone(), Some("MARIA APARECIDA SOUZA".to_owned()))),
-                far_future(),
-            )
-            .await
-            .unwrap();
+        let cpf = maria_found_by_phone(&store).await;
 
         assert_eq!(
             store.find_contact(&phone_key()).await.unwrap(),

@@ -199,15 +199,7 @@ both_backends!(
     |backend| async move {
         let db = TestDb::new(backend).await;
         let store = db.store().await;
-        let known = maria_cpf();
-        store
-            .record_contact(
-                &phone_key(),
-                &Lookup::Found((known.clone(), Some("MARIA APARECIDA SOUZA".to_owned()))),
-                far_future(),
-            )
-            .await
-            .unwrap();
+        let known = maria_found_by_phone(&store).await;
         let id = insert(&store, new_event("lead-a", T1)).await;
         let event = claim_only(&store, id, Duration::ZERO).await;
         let links = [LeadLink {
@@ -255,15 +247,7 @@ both_backends!(
     |backend| async move {
         let db = TestDb::new(backend).await;
         let store = db.store().await;
-        let known = maria_cpf();
-        store
-            .record_contact(
-                &phone_key(),
-                &Lookup::Found((known.clone(), Some("MARIA APARECIDA SOUZA".to_owned()))),
-                far_future(),
-            )
-            .await
-            .unwrap();
+        let known = maria_found_by_phone(&store).await;
         let id = insert(&store, new_event("lead-a", T1)).await;
         let event = claim_only(&store, id, LONG_LEASE).await;
         let links = [

@@ -135,6 +135,20 @@ fn email_key() -> ContactKey {
     ContactKey::Email(Email::parse("maria.souza@example.com").unwrap())
 }
 
+/// Maria's phone looked up and found (her CPF and the name the lookup gave), remembered
+/// without expiry; returns her CPF.
+async fn maria_found_by_phone(store: &DynStore) -> Cpf {
+    store
+        .record_contact(
+            &phone_key(),
+            &Lookup::Found((maria_cpf(), Some("MARIA APARECIDA SOUZA".to_owned()))),
+            far_future(),
+        )
+        .await
+        .unwrap();
+    maria_cpf()
+}
+
 fn maria_cpf() -> Cpf {
     Cpf::parse("52601815906").unwrap()
 }
