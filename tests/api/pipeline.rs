@@ -623,29 +623,7 @@ async fn with_nothing_configured_the_sandbox_answers_and_keeps_the_message() {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let body = wait_for(
-        "the sandbox CRM to receive the message",
-        Duration::from_secs(20),
-        || {
-            let http = http.clone();
-            let address = address.clone();
-            async move {
-                let list: serde_json::Value = http
-                    .get(format!("{address}/sandbox/messages"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                list["messages"]
-                    .as_array()?
-                    .first()
-                    .map(|m| m["body"].as_str().unwrap_or("").to_owned())
-            }
-        },
-    )
-    .await;
+    let body = sandbox_message(&http, &address, "a1b2c3d4e5f60718293a4b5c").await;
     // The sandbox derives every answer from the contact, so its message is known exactly.
     let expected = std::fs::read_to_string(format!(
         "{}/tests/fixtures/sandbox_message.txt",
@@ -666,29 +644,7 @@ async fn with_nothing_configured_the_sandbox_answers_and_keeps_the_message() {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let body = wait_for(
-        "the family phone's message",
-        Duration::from_secs(20),
-        || {
-            let http = http.clone();
-            let address = address.clone();
-            async move {
-                let list: serde_json::Value = http
-                    .get(format!("{address}/sandbox/messages"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                list["messages"].as_array()?.iter().find_map(|m| {
-                    (m["lead_id"] == "f00d0000000000000000c0de")
-                        .then(|| m["body"].as_str().unwrap_or("").to_owned())
-                })
-            }
-        },
-    )
-    .await;
+    let body = sandbox_message(&http, &address, "f00d0000000000000000c0de").await;
     assert!(body.contains("Nome: ANA PAULA PEREIRA"), "{body}");
     assert!(body.contains("CPF: 627.483.915-19"), "{body}");
     assert!(
@@ -698,6 +654,28 @@ async fn with_nothing_configured_the_sandbox_answers_and_keeps_the_message() {
     assert!(!body.contains("⚠️"), "{body}");
     token.cancel();
     running.await.unwrap().unwrap();
+}
+
+/// The body of the message the sandbox CRM received for `lead`, once it has.
+async fn sandbox_message(http: &reqwest::Client, address: &str, lead: &str) -> String {
+    wait_for(
+        &format!("the sandbox CRM to receive lead {lead}'s message"),
+        Duration::from_secs(20),
+        || async move {
+            let list: serde_json::Value = http
+                .get(format!("{address}/sandbox/messages"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            list["messages"].as_array()?.iter().find_map(|m| {
+                (m["lead_id"] == lead).then(|| m["body"].as_str().unwrap_or("").to_owned())
+            })
+        },
+    )
+    .await
 }
 
 both_backends!(
