@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::{Key, Label, Metadata, Recorder};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
 use crate::store::EventState;
 
@@ -21,6 +21,57 @@ const METADATA: Metadata<'static> = Metadata::new(module_path!(), metrics::Level
 
 /// Latency buckets for provider calls, in seconds: the providers answer in 0.5 to 5 s.
 const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0];
+
+/// Buckets for the steps of an event and its whole way to the CRM, in seconds: a step on
+/// the database or a memory hit takes a millisecond or less, a provider call seconds, so they
+/// start finer and reach further than [`LATENCY_BUCKETS`].
+const STAGE_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Where an event spends its time, per step (`enricher_event_stage_seconds`).
+const STAGE_SECONDS: &str = "enricher_event_stage_seconds";
+
+/// From the event's arrival in the inbox to the CRM's answer, for messages delivered at the
+/// event's first attempt.
+const DELIVERY_SECONDS: &str = "enricher_delivery_latency_seconds";
+
+/// The steps of an event a worker carries, timed one by one so that a slow event shows where
+/// it waited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Stored by intake, not yet taken by a worker (first attempts only: a retry waits on
+    /// purpose).
+    Queued,
+    /// Contacts and persons resolved, and the message rendered.
+    Resolve,
+    /// The message and the "sending" mark committed.
+    Save,
+    /// The CRM's answer to the message.
+    Post,
+    /// The event's end written.
+    Finish,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [
+        Stage::Queued,
+        Stage::Resolve,
+        Stage::Save,
+        Stage::Post,
+        Stage::Finish,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Queued => "queued",
+            Stage::Resolve => "resolve",
+            Stage::Save => "save",
+            Stage::Post => "post",
+            Stage::Finish => "finish",
+        }
+    }
+}
 
 /// The two lookup kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,9 +222,15 @@ impl Metrics {
 
     /// [`Metrics::new`] with an explicit `instance` label.
     pub fn for_instance(diretrix_price: f64, work_api_price: f64, instance: &str) -> Metrics {
+        // Only invalid (empty) bucket lists fail, and these are constants.
         let recorder = PrometheusBuilder::new()
             .set_buckets(LATENCY_BUCKETS)
-            // Only invalid (empty) bucket lists fail, and this one is a constant.
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(STAGE_SECONDS.into()), STAGE_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(DELIVERY_SECONDS.into()), STAGE_BUCKETS)
+            })
             .expect("latency buckets are valid")
             .build_recorder();
         let metrics = Metrics {
@@ -297,15 +354,11 @@ impl Metrics {
                 1,
             );
         }
-        self.recorder
-            .register_histogram(
-                &self.key(
-                    "enricher_provider_latency_seconds",
-                    &[("provider", provider.as_str())],
-                ),
-                &METADATA,
-            )
-            .record(latency.as_secs_f64());
+        self.histogram(
+            "enricher_provider_latency_seconds",
+            &[("provider", provider.as_str())],
+            latency,
+        );
         // A call that never connected (or that an open circuit stopped) never reached the
         // provider, so it cost nothing.
         if !matches!(outcome, "connect" | "circuit_open") {
@@ -331,6 +384,23 @@ impl Metrics {
             "dead" => self.counter("enricher_dead_letters_total", &[], 1),
             _ => {}
         }
+    }
+
+    /// How long one event spent in one step.
+    pub fn stage(&self, stage: Stage, took: Duration) {
+        self.histogram(STAGE_SECONDS, &[("stage", stage.as_str())], took);
+    }
+
+    /// How long a message delivered at its event's first attempt took from the event's
+    /// arrival in the inbox to the CRM's answer.
+    pub fn delivered_after(&self, took: Duration) {
+        self.histogram(DELIVERY_SECONDS, &[], took);
+    }
+
+    fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)], took: Duration) {
+        self.recorder
+            .register_histogram(&self.key(name, labels), &METADATA)
+            .record(took.as_secs_f64());
     }
 
     /// One lead's choice among a contact's candidates, by how sure it is: `confirmed`,

@@ -235,13 +235,14 @@ mod tests {
             lead_id: "L".into(),
             event_at: OffsetDateTime::UNIX_EPOCH,
             action: "on_create_lead".into(),
-            payload: serde_json::Value::Null,
+            erased: false,
             lead_event: None,
             attempts,
             contact_set: None,
             message: None,
             send_started: false,
             unknown_outcomes: 0,
+            received_at: OffsetDateTime::UNIX_EPOCH,
         }
     }
 

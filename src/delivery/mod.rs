@@ -12,11 +12,12 @@
 //! failure where nothing was sent (connection refused, connect timeout) retries normally.
 //! So a CRM that accepts slowly gets at most `1 + unknown_outcome_reposts` copies.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
 use crate::domain::LeadId;
+use crate::metrics::Stage;
 use crate::retry::{Failure, after_error, after_failure};
 use crate::state::AppState;
 use crate::store::{ClaimedEvent, Finish, Outcome};
@@ -105,7 +106,10 @@ pub fn claim_lost() -> Finish {
 /// the event ends.
 #[tracing::instrument(name = "deliver", skip_all, fields(event = event.id, lead = %lead))]
 pub async fn post(state: &AppState, event: &ClaimedEvent, lead: &LeadId, message: &str) -> Finish {
-    match state.crm.post_message(lead, message).await {
+    let posting = Instant::now();
+    let answer = state.crm.post_message(lead, message).await;
+    state.metrics.stage(Stage::Post, posting.elapsed());
+    match answer {
         Ok(()) => {
             state.metrics.delivery("ok");
             tracing::info!("message delivered");

@@ -148,8 +148,9 @@ pub struct ClaimedEvent {
     pub lead_id: String,
     pub event_at: OffsetDateTime,
     pub action: String,
-    /// The raw payload, for audit only: the worker reads [`ClaimedEvent::lead_event`].
-    pub payload: Value,
+    /// Whether an erasure redacted the raw payload (it carries the erased mark). The payload
+    /// itself is not read: the worker reads [`ClaimedEvent::lead_event`].
+    pub erased: bool,
     /// The stored [`LeadEvent`] as JSON; `None` when erasure or retention removed it (the
     /// payload then carries the erased mark) or a row predates lead events and was not
     /// converted.
@@ -165,6 +166,8 @@ pub struct ClaimedEvent {
     /// POSTs of this event sent without an answer so far (see
     /// [`Inbox::note_unknown_outcome`]); replays reset it.
     pub unknown_outcomes: i32,
+    /// When intake stored the event.
+    pub received_at: OffsetDateTime,
 }
 
 /// How a worker leaves an event.
@@ -291,14 +294,10 @@ impl Erasure {
     }
 }
 
-/// The key an erased inbox payload carries (`"erased": true`). The worker ends such an event
-/// done with the outcome [`Outcome::Erased`] without reading anything else from it.
+/// The key an erased inbox payload carries (`"erased": true`; each dialect's `ERASED`
+/// condition looks for it). The worker ends such an event done with the outcome
+/// [`Outcome::Erased`] without reading anything else from it.
 pub const ERASED_MARK: &str = "erased";
-
-/// Whether an inbox payload was redacted by an erasure.
-pub fn is_erased(payload: &Value) -> bool {
-    payload.get(ERASED_MARK) == Some(&Value::Bool(true))
-}
 
 /// An inbox payload with the personal data gone: only the lead id, the action and the
 /// sender's `updated_at` stay (what identifies the delivery; the inbox row's own columns
@@ -981,8 +980,6 @@ mod tests {
                 "erased": true
             })
         );
-        assert!(is_erased(&redacted));
-        assert!(!is_erased(&payload));
         // The worker can still read which lead and delivery it was.
         let parsed = crate::intake::c2s::C2sEvent::from_payload(&redacted, "").unwrap();
         assert_eq!(parsed.lead_id.as_str(), "L-1");

@@ -20,7 +20,7 @@ use sqlx::postgres::{PgConnectOptions, PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Encode, PgPool, Postgres, Type};
 use time::OffsetDateTime;
 
-use super::sql::{Dialect, EVENT_COLUMNS, EventRow, LOOKUP_CONTACTS, LOOKUP_CONTACTS_ORDER};
+use super::sql::{Dialect, EventRow, LOOKUP_CONTACTS, LOOKUP_CONTACTS_ORDER, event_columns};
 use super::types::{Claim, Stamp};
 use super::{Coordination, KeyLock, LockSpace, NewEvent, StoreError, Subscription};
 
@@ -232,7 +232,8 @@ impl Dialect for PgStore {
         // claim committed, so it sees that claim. A claim takes milliseconds.
         let function = self.claim_function(update).await?;
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM {function}($1, $2, $3, $4)"
+            "SELECT {} FROM {function}($1, $2, $3, $4)",
+            event_columns(Self::ERASED)
         )))
         .bind(claim)
         .bind(until)

@@ -52,7 +52,7 @@ pub(super) trait Dialect: Sync {
     async fn begin_step(&self) -> Result<sqlx::Transaction<'_, Self::DB>, StoreError>;
     /// Runs the claim `update` ([`claim_update`], `$1` claim, `$2` lease end, `$3` now, `$4`
     /// limit) serialized with every other claim on the database, so no two claims judge one
-    /// lead on different snapshots, and returns the claimed rows ([`EVENT_COLUMNS`]). The
+    /// lead on different snapshots, and returns the claimed rows ([`event_columns`]). The
     /// claim is a step (see [`Dialect::begin_step`]).
     async fn claim_rows(
         &self,
@@ -99,10 +99,16 @@ pub(super) fn claim_update(skip_locked: &str) -> String {
     )
 }
 
-/// The columns of a claimed event, for [`EventRow`].
-pub(super) const EVENT_COLUMNS: &str = "id, source, lead_id, event_at, action, payload, \
-     lead_event, attempts, contact_set, message, (send_started_at IS NOT NULL) AS send_started, \
-     unknown_outcomes";
+/// The columns of a claimed event, for [`EventRow`], given the dialect's erased-payload
+/// condition ([`Dialect::ERASED`]). The raw payload itself stays in the database: the worker
+/// reads the stored lead event, and needs of the payload only whether an erasure redacted it.
+pub(super) fn event_columns(erased: &str) -> String {
+    format!(
+        "id, source, lead_id, event_at, action, ({erased}) AS erased, lead_event, attempts, \
+         contact_set, message, (send_started_at IS NOT NULL) AS send_started, \
+         unknown_outcomes, received_at"
+    )
+}
 
 /// The columns of an event as operators see it, for [`RecordRow`].
 pub(super) const RECORD_COLUMNS: &str = "id, source, lead_id, event_at, action, state, attempts, \
@@ -157,13 +163,14 @@ pub(super) struct EventRow {
     lead_id: String,
     event_at: Stamp,
     action: String,
-    payload: Json<Value>,
+    erased: bool,
     lead_event: Option<Json<Value>>,
     attempts: i32,
     contact_set: Option<String>,
     message: Option<String>,
     send_started: bool,
     unknown_outcomes: i32,
+    received_at: Stamp,
 }
 
 impl EventRow {
@@ -175,13 +182,14 @@ impl EventRow {
             lead_id: self.lead_id,
             event_at: self.event_at.0,
             action: self.action,
-            payload: self.payload.0,
+            erased: self.erased,
             lead_event: self.lead_event.map(|e| e.0),
             attempts: self.attempts,
             contact_set: self.contact_set,
             message: self.message,
             send_started: self.send_started,
             unknown_outcomes: self.unknown_outcomes,
+            received_at: self.received_at.0,
         }
     }
 }

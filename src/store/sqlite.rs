@@ -18,7 +18,7 @@ use sqlx::types::Json;
 use sqlx::{Decode, Encode, QueryBuilder, Sqlite, SqlitePool, Type};
 use time::OffsetDateTime;
 
-use super::sql::{Dialect, EVENT_COLUMNS, EventRow, LOOKUP_CONTACTS, LOOKUP_CONTACTS_ORDER};
+use super::sql::{Dialect, EventRow, LOOKUP_CONTACTS, LOOKUP_CONTACTS_ORDER, event_columns};
 use super::types::{Claim, Stamp};
 use super::{Coordination, KeyLock, LockSpace, NewEvent, StoreError, Subscription};
 
@@ -127,7 +127,8 @@ impl Dialect for SqliteStore {
     ) -> Result<Vec<EventRow>, StoreError> {
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{update} RETURNING {EVENT_COLUMNS}"
+            "{update} RETURNING {}",
+            event_columns(Self::ERASED)
         )))
         .bind(claim)
         .bind(until)

@@ -12,7 +12,7 @@ mod create;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use tokio::sync::Semaphore;
@@ -24,6 +24,7 @@ use crate::domain::name::{Choice, Match, choose};
 use crate::domain::{Candidate, Candidates, ContactKey, Cpf, LeadId};
 use crate::event::{Action, Destination, LeadEvent};
 use crate::message::{Finding, ListedCompany, Via};
+use crate::metrics::Stage;
 use crate::retry::{after_error, after_failure};
 use crate::state::AppState;
 use crate::store::{ClaimedEvent, Finish, LeadLink, Lookup, Outcome, contact_set};
@@ -124,6 +125,13 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Time since `at` on the wall clock, zero if `at` is ahead (another instance's clock).
+fn since(at: time::OffsetDateTime) -> Duration {
+    (time::OffsetDateTime::now_utc() - at)
+        .try_into()
+        .unwrap_or_default()
+}
+
 /// Once an hour: deletes old done events, so the inbox does not grow without bound, and
 /// purges the raw payloads of done events past payload retention, so personal data in the
 /// inbox is not kept longer than promised. The first round runs at start.
@@ -166,6 +174,11 @@ pub async fn prune(state: AppState, shutdown: CancellationToken) {
 /// whether another event of its lead is pending (see [`crate::store::Inbox::finish_and_look`]).
 #[tracing::instrument(name = "event", skip_all, fields(event = event.id, lead = %event.lead_id, action = %event.action))]
 pub async fn process(state: &AppState, event: ClaimedEvent, lease: Duration) -> bool {
+    // A first attempt waited only for a worker; a later one also for its retry time.
+    let first = event.attempts == 0 && !event.send_started && event.message.is_none();
+    if first {
+        state.metrics.stage(Stage::Queued, since(event.received_at));
+    }
     let work = handle(state, &event);
     // The claim has just set the lease, so the first renewal is one period away. Not
     // `interval` and a first `tick()`: that tick is "immediate" only on the timer's
@@ -209,7 +222,18 @@ pub async fn process(state: &AppState, event: ClaimedEvent, lease: Duration) -> 
             tracing::error!(reason = %reason, "event dead-lettered");
         }
     }
-    match state.store.finish_and_look(&event, finish).await {
+    if first
+        && let Finish::Done {
+            outcome: Outcome::Delivered,
+            ..
+        } = &finish
+    {
+        state.metrics.delivered_after(since(event.received_at));
+    }
+    let finishing = Instant::now();
+    let looked = state.store.finish_and_look(&event, finish).await;
+    state.metrics.stage(Stage::Finish, finishing.elapsed());
+    match looked {
         Ok(Some(successor)) => successor,
         Ok(None) => {
             tracing::warn!("claim lost: another worker took this event over");
@@ -226,7 +250,7 @@ pub async fn process(state: &AppState, event: ClaimedEvent, lease: Duration) -> 
 async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
     // An erasure redacted this event's payload: there is nobody left to enrich or write to,
     // and the event must not be dead-lettered as unreadable (an operator would replay it).
-    if crate::store::is_erased(&event.payload) {
+    if event.erased {
         return Finish::Done {
             outcome: Outcome::Erased,
             contact_set: None,
@@ -278,7 +302,10 @@ async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
         }
         return delivery::deliver(state, event, &parsed.lead, message).await;
     }
-    let rendered = match prepare(state, event, &parsed).await {
+    let resolving = Instant::now();
+    let prepared = prepare(state, event, &parsed).await;
+    state.metrics.stage(Stage::Resolve, resolving.elapsed());
+    let rendered = match prepared {
         Ok(Prepared::Send(r)) => r,
         Ok(Prepared::Skip { outcome, set }) => {
             return Finish::Done {
@@ -301,11 +328,13 @@ async fn handle(state: &AppState, event: &ClaimedEvent) -> Finish {
     }
     // The message, the lead's links and the "sending" mark in one commit: the first POST
     // waits for one commit, not two.
-    match state
+    let saving = Instant::now();
+    let saved = state
         .store
         .save_and_mark_sending(event, set, message, links)
-        .await
-    {
+        .await;
+    state.metrics.stage(Stage::Save, saving.elapsed());
+    match saved {
         Ok(true) => delivery::post(state, event, &parsed.lead, message).await,
         Ok(false) => delivery::claim_lost(),
         Err(e) => store_failed(state, event, &e),

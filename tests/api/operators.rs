@@ -1,6 +1,8 @@
 //! The operators' surface: metrics after a scripted run, admin auth, cache control, events,
 //! erasure, forced refresh, enrichment age, and the OpenAPI document.
 
+use std::time::Duration;
+
 use enricher::domain::Cpf;
 use enricher::domain::Person;
 use enricher::operators::cache::warm_in_pages;
@@ -170,10 +172,51 @@ async fn metrics_count_a_scripted_run_exactly() {
         (r#"enricher_inbox_events{state="dead"}"#, 0.0),
         ("enricher_negative_entries", 1.0),
         (r#"enricher_build_info{version="0.1.0"}"#, 1.0),
+        // Every event went through every step once, and was delivered at its first attempt.
+        (r#"enricher_event_stage_seconds_count{stage="queued"}"#, 5.0),
+        (
+            r#"enricher_event_stage_seconds_count{stage="resolve"}"#,
+            5.0,
+        ),
+        (r#"enricher_event_stage_seconds_count{stage="save"}"#, 5.0),
+        (r#"enricher_event_stage_seconds_count{stage="post"}"#, 5.0),
+        ("enricher_delivery_latency_seconds_count", 5.0),
     ];
     for (name, value) in expected {
         assert_eq!(series(&text, name), Some(value), "{name} in:\n{text}");
     }
+    // A finish is timed once its write returned, which is when the event already reads as
+    // done, so the last one may land just after the scrape.
+    wait_for("five timed finishes", Duration::from_secs(5), || async {
+        let text = app.scrape().await;
+        (series(
+            &text,
+            r#"enricher_event_stage_seconds_count{stage="finish"}"#,
+        ) == Some(5.0))
+        .then_some(())
+    })
+    .await;
+    // The steps add up to no more than the whole way, and its buckets are the fine ones.
+    let total = series(&text, "enricher_delivery_latency_seconds_sum").unwrap();
+    let steps: f64 = ["resolve", "save", "post"]
+        .iter()
+        .map(|s| {
+            series(
+                &text,
+                &format!(r#"enricher_event_stage_seconds_sum{{stage="{s}"}}"#),
+            )
+            .unwrap()
+        })
+        .sum();
+    assert!(steps > 0.0 && steps <= total, "{steps} of {total}");
+    assert!(
+        series(
+            &text,
+            r#"enricher_delivery_latency_seconds_bucket{le="0.0005"}"#
+        )
+        .is_some(),
+        "{text}"
+    );
     // Maria's phone and CPF (reloaded from the database after the drop), the other phone's nobody.
     assert_eq!(series(&text, "enricher_cache_entries"), Some(3.0));
     assert!(series(&text, "enricher_cache_weighted_bytes").unwrap() > 0.0);
