@@ -656,11 +656,14 @@ async fn one_configuration(
         state.resolver.person(&cpf).await.expect("person");
     }
     let before_mem = counts(&state);
+    let steps = Steps::read(&state);
     let mem = send(&state, &base, rate, round, memory).await;
     let after_mem = counts(&state);
+    let steps = Steps::read(&state).since(&steps, "memory hits");
     vacuum_inbox(url).await;
     let db = send(&state, &base, rate, round, database).await;
     let after_db = counts(&state);
+    Steps::read(&state).since(&steps, "database hits");
     // Each figure must have been what it says: every lookup a hit of its tier.
     assert_eq!(
         (after_mem.0 - before_mem.0, after_mem.1 - before_mem.1),
@@ -678,6 +681,97 @@ async fn one_configuration(
         .expect("application task")
         .expect("application stopped cleanly");
     (mem, db)
+}
+
+/// The service's own step histograms (`enricher_event_stage_seconds`, and
+/// `enricher_delivery_latency_seconds` as "whole"): per step, events, seconds in all, and
+/// events slower than 5 ms. A build without them reads as empty.
+#[derive(Default)]
+struct Steps(Vec<(String, [f64; 3])>);
+
+impl Steps {
+    fn read(state: &AppState) -> Steps {
+        let text = state
+            .metrics
+            .render(&enricher::metrics::Snapshot::default());
+        let mut steps = Steps::default();
+        for line in text.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+            let label = |key: &str| {
+                labels
+                    .split(',')
+                    .find_map(|l| l.strip_prefix(&format!("{key}=\"")))
+                    .map(|v| v.trim_end_matches(['"', '}']).to_owned())
+            };
+            let (step, part) =
+                if let Some(part) = name.strip_prefix("enricher_event_stage_seconds_") {
+                    (label("stage"), part)
+                } else if let Some(part) = name.strip_prefix("enricher_delivery_latency_seconds_") {
+                    (Some("whole".to_owned()), part)
+                } else {
+                    continue;
+                };
+            let Some(step) = step else { continue };
+            let slot = match part {
+                "count" => 0,
+                "sum" => 1,
+                "bucket" if label("le").as_deref() == Some("0.005") => {
+                    // Over 5 ms: the count minus this bucket, settled below.
+                    steps.entry(&step)[2] -= value;
+                    continue;
+                }
+                _ => continue,
+            };
+            steps.entry(&step)[slot] += value;
+            if slot == 0 {
+                steps.entry(&step)[2] += value;
+            }
+        }
+        steps
+    }
+
+    fn entry(&mut self, step: &str) -> &mut [f64; 3] {
+        if let Some(i) = self.0.iter().position(|(s, _)| s == step) {
+            return &mut self.0[i].1;
+        }
+        self.0.push((step.to_owned(), [0.0; 3]));
+        &mut self.0.last_mut().expect("just pushed").1
+    }
+
+    /// Prints what happened since `before` (mean per event, share over 5 ms), per step;
+    /// returns the current reading.
+    fn since(self, before: &Steps, figure: &str) -> Steps {
+        let order = ["queued", "resolve", "save", "post", "finish", "whole"];
+        let mut shown = Vec::new();
+        for step in order {
+            let Some((_, now)) = self.0.iter().find(|(s, _)| s == step) else {
+                continue;
+            };
+            let was = before
+                .0
+                .iter()
+                .find(|(s, _)| s == step)
+                .map_or([0.0; 3], |(_, v)| *v);
+            let n = now[0] - was[0];
+            if n > 0.0 {
+                shown.push(format!(
+                    "{step} {:.2} ms ({:.1} % > 5 ms)",
+                    (now[1] - was[1]) / n * 1e3,
+                    (now[2] - was[2]) / n * 100.0
+                ));
+            }
+        }
+        if !shown.is_empty() {
+            println!("      {figure}, mean per step: {}", shown.join(", "));
+        }
+        self
+    }
 }
 
 /// Where the server runs without autovacuum (CI machines often do), what it would have done
