@@ -110,7 +110,8 @@ pub struct DatabaseSettings {
     pub lock_wait_ms: u64,
     /// Postgres only: claims (and messages kept for store-only events) commit without waiting
     /// for the WAL flush; the message and sending mark that follow a claim, committed before
-    /// any message goes out, flush it.
+    /// any message goes out, flush it. The end of a done event does not wait either (see
+    /// [`crate::store::Inbox::finish_and_look`]).
     pub async_commit_steps: bool,
 }
 

@@ -580,6 +580,12 @@ pub trait Inbox: Send + Sync + 'static {
     /// [`Inbox::finish`], and in the same statement whether another event of the same lead is
     /// pending: one a claim passed over while this one was in hand, which the worker should
     /// claim now rather than at its next poll. `None` when the claim was lost.
+    ///
+    /// A done event's end does not wait for its flush where asynchronous steps are on
+    /// (Postgres, `database.async_commit_steps`): only a crash of the database itself within
+    /// moments of it can undo it, and the event then comes back as it was when its POST left
+    /// (sending mark set: the unknown-outcome rule; no mark: worked again). Every other end
+    /// waits for its flush.
     async fn finish_and_look(
         &self,
         event: &ClaimedEvent,

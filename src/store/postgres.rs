@@ -115,7 +115,8 @@ impl PgStore {
     /// mark, before any POST) flushes them too, and a crash before that only loses a claim
     /// (the event is pending again) or a kept message (rendered again). With the message and
     /// the mark in one commit, a webhook waits for two flushes before its message goes out:
-    /// intake's and that one. Intake and every other write stay synchronous.
+    /// intake's and that one. The end of a finished event (done, after its POST) does not wait
+    /// either (see [`crate::store::Inbox::finish_and_look`]). Intake and every other write stay synchronous.
     pub fn with_async_commit_steps(mut self, on: bool) -> PgStore {
         self.async_steps = on;
         self.claim_function = std::sync::Arc::default();
@@ -215,6 +216,17 @@ impl Dialect for PgStore {
             sqlx::query(ASYNC_COMMIT).execute(&mut *tx).await?;
         }
         Ok(tx)
+    }
+
+    // `set_config(…, true)` lasts until the end of the statement's own transaction, whose
+    // commit is then asynchronous: one round trip, where BEGIN, `ASYNC_COMMIT`, the statement
+    // and COMMIT would be four.
+    fn unflushed(&self) -> &'static str {
+        if self.async_steps {
+            "set_config('synchronous_commit', 'off', true) IS NOT NULL"
+        } else {
+            "TRUE"
+        }
     }
 
     async fn claim_rows(

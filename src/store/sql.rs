@@ -50,6 +50,10 @@ pub(super) trait Dialect: Sync {
     /// A transaction for a step a later write makes durable anyway (saving a rendered
     /// message): it may commit without waiting for its flush where the backend allows.
     async fn begin_step(&self) -> Result<sqlx::Transaction<'_, Self::DB>, StoreError>;
+    /// A condition, always true, that lets the statement it is added to commit without
+    /// waiting for its flush where the backend allows and the settings ask for it (see
+    /// [`Inbox::finish_and_look`] for the one statement that uses it, and why).
+    fn unflushed(&self) -> &'static str;
     /// Runs the claim `update` ([`claim_update`], `$1` claim, `$2` lease end, `$3` now, `$4`
     /// limit) serialized with every other claim on the database, so no two claims judge one
     /// lead on different snapshots, and returns the claimed rows ([`event_columns`]). The
@@ -624,6 +628,14 @@ macro_rules! shared_sql {
                         .bind(counted)
                     };
                     let q = match finish {
+                        // The end of a finished event is the one write after a POST that need
+                        // not wait for its flush: the next synchronous commit of any event
+                        // flushes it (the WAL is written in order), and only a crash of the
+                        // database itself before that can undo it, leaving the event as it was
+                        // when its POST left: found again with its sending mark set, it takes
+                        // the unknown-outcome rule, and an event that posted nothing is simply
+                        // worked again. A retry, a park or a dead letter stays synchronous:
+                        // undoing one would turn a POST that never left into an unknown outcome.
                         Finish::Done {
                             outcome,
                             contact_set,
@@ -632,7 +644,9 @@ macro_rules! shared_sql {
                                 SET state = 'done', outcome = $4,
                                     contact_set = COALESCE($5, contact_set),
                                     delivered_at = $6, last_error = NULL, {LET_GO}
-                             {SUCCESSOR}"
+                                AND {}
+                             {SUCCESSOR}",
+                            self.unflushed()
                         )))
                         .bind(event.id)
                         .bind(Claim(event.claim))

@@ -116,6 +116,11 @@ impl Dialect for SqliteStore {
         self.begin_write().await
     }
 
+    // Every SQLite commit is synchronous here.
+    fn unflushed(&self) -> &'static str {
+        "1 = 1"
+    }
+
     // The claim runs in a write transaction, and SQLite runs one writer at a time.
     async fn claim_rows(
         &self,
