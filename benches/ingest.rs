@@ -44,6 +44,10 @@ use sqlx::{Connection, PgConnection};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+// The service's allocator (`main.rs`), so the service here allocates as it does in production.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Requests in flight at once (one per sender).
 const SENDERS: usize = 64;
 /// Rounds; each round measures every figure once, in turn.
