@@ -147,6 +147,15 @@ pub fn decode(bytes: &[u8]) -> String {
     }
 }
 
+/// Every line end as `\n`, the one [`Lines`] counts: a CR-only file (old Mac exports) would
+/// otherwise be one long line 1 to it.
+fn unix_line_ends(text: String) -> String {
+    if !text.contains('\r') {
+        return text;
+    }
+    text.replace("\r\n", "\n").replace('\r', "\n")
+}
+
 /// `;` when the header line has more of them than commas (Brazilian Excel), else `,`.
 fn delimiter(text: &str) -> u8 {
     let header = text.lines().next().unwrap_or("");
@@ -175,7 +184,7 @@ pub type Rows = Vec<Result<BackfillRow, RowProblem>>;
 
 /// Reads a whole file. Fails only when the header cannot be used.
 pub fn read(bytes: &[u8]) -> Result<Rows, CsvError> {
-    let text = decode(bytes);
+    let text = unix_line_ends(decode(bytes));
     if text.trim().is_empty() {
         return Err(CsvError::Empty);
     }
@@ -206,12 +215,13 @@ pub fn read(bytes: &[u8]) -> Result<Rows, CsvError> {
     let expected = headers.len() as u64;
     let mut rows = Vec::new();
     let mut record = csv::StringRecord::new();
+    let mut lines = Lines::new(&text);
     loop {
-        let line_before = reader.position().line();
+        let before = reader.position().clone();
         match reader.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {
-                let line = record.position().map_or(line_before, |p| p.line());
+                let line = lines.of(record.position().unwrap_or(&before));
                 // A blank line at the end (or anywhere) is not a row.
                 if record.iter().all(|v| v.trim().is_empty()) {
                     continue;
@@ -221,13 +231,13 @@ pub fn read(bytes: &[u8]) -> Result<Rows, CsvError> {
             Err(e) => {
                 let (line, problem) = match e.kind() {
                     csv::ErrorKind::UnequalLengths { pos, len, .. } => (
-                        pos.as_ref().map_or(line_before, |p| p.line()),
+                        lines.of(pos.as_ref().unwrap_or(&before)),
                         Problem::FieldCount {
                             expected,
                             found: *len,
                         },
                     ),
-                    _ => (line_before, Problem::Unreadable),
+                    _ => (lines.of(&before), Problem::Unreadable),
                 };
                 rows.push(Err(RowProblem {
                     line,
@@ -243,6 +253,41 @@ pub fn read(bytes: &[u8]) -> Result<Rows, CsvError> {
         }
     }
     Ok(rows)
+}
+
+/// The line a record starts on, as a spreadsheet numbers it (the header is line 1). Not the
+/// reader's own line: it dates a record from the start of the blank lines it skipped before
+/// it. Records come in order, so the count goes on from the last one.
+struct Lines<'a> {
+    text: &'a [u8],
+    at: usize,
+    line: u64,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Lines<'a> {
+        Lines {
+            text: text.as_bytes(),
+            at: 0,
+            line: 1,
+        }
+    }
+
+    fn of(&mut self, position: &csv::Position) -> u64 {
+        let mut start = usize::try_from(position.byte())
+            .unwrap_or(usize::MAX)
+            .min(self.text.len());
+        // Blank lines the reader skipped belong to no record.
+        while self.text.get(start) == Some(&b'\n') {
+            start += 1;
+        }
+        if start >= self.at {
+            let ends = self.text[self.at..start].iter().filter(|&&b| b == b'\n');
+            self.line += ends.count() as u64;
+            self.at = start;
+        }
+        self.line
+    }
 }
 
 fn row(
@@ -395,6 +440,35 @@ mod tests {
             let rows = read(&file).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(ok(&rows).len(), usable, "{name}");
             assert_eq!(problems(&rows), expected_problems, "{name}");
+        }
+    }
+
+    #[test]
+    fn problems_carry_the_line_a_spreadsheet_shows() {
+        let cases: [(&str, &[u8], Vec<u64>); 6] = [
+            ("LF", b"lead_id,phone\nL1,\nL2,\n", vec![2, 3]),
+            ("CRLF", b"lead_id,phone\r\nL1,\r\nL2,\r\n", vec![2, 3]),
+            ("CR only", b"lead_id,phone\rL1,\rL2,\r", vec![2, 3]),
+            (
+                "blank lines between rows",
+                b"lead_id,phone\r\n\r\nL1,\r\n\r\nL2,\r\n",
+                vec![3, 5],
+            ),
+            (
+                "a quoted value over two lines",
+                b"lead_id,name,phone\r\nL1,\"Ana\r\nLima\",\r\nL2,Bia,\r\n",
+                vec![2, 4],
+            ),
+            (
+                "BOM and CRLF",
+                b"\xEF\xBB\xBFlead_id,phone\r\nL1,\r\nL2,\r\n",
+                vec![2, 3],
+            ),
+        ];
+        for (name, file, lines) in cases {
+            let rows = read(file).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let found: Vec<u64> = problems(&rows).into_iter().map(|(l, _)| l).collect();
+            assert_eq!(found, lines, "{name}");
         }
     }
 
