@@ -71,3 +71,56 @@ both_backends!(
         app.verify_mocks().await;
     }
 );
+
+/// Two instances on one database reconciling at once: one lists the CRM, the other is turned
+/// away while the first holds the lock instead of listing the same window again; a later pass
+/// of the other goes ahead; and a pass over an older window never moves the stored watermark
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_take_turns_at_reconciling_and_the_watermark_never_moves_back() {
+    use enricher::reconcile::{ReconcileError, Window, pass};
+    use time::macros::datetime;
+
+    let apps = spawn_instances(2, |_| {}).await;
+    // Slower than the losing pass is willing to wait for the lock. Three listings in all: the
+    // winner of the race, the other's later pass, and the pass over the older window.
+    Mock::given(method("GET"))
+        .and(path("/integration/leads"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"data": [], "meta": {"total": 0}}))
+                .set_delay(Duration::from_millis(800)),
+        )
+        .expect(3)
+        .mount(&apps[0].c2s)
+        .await;
+    let window = Window {
+        since: datetime!(2026-11-01 00:00 UTC),
+        until: datetime!(2026-11-22 12:00 UTC),
+    };
+    let wait = Duration::from_millis(200);
+    let (a, b) = tokio::join!(
+        pass(&apps[0].state, window, wait),
+        pass(&apps[1].state, window, wait)
+    );
+    let (done, busy) = match (a, b) {
+        (Ok(done), Err(busy)) | (Err(busy), Ok(done)) => (done, busy),
+        other => panic!("one pass lists, the other is turned away: {other:?}"),
+    };
+    assert_eq!(done.pages, 1, "{done:?}");
+    assert!(matches!(busy, ReconcileError::Busy), "{busy:?}");
+    let mark = || async { apps[0].store().watermark("c2s").await.unwrap() };
+    assert_eq!(mark().await, Some(window.until));
+
+    // With the lock free, the second instance's next pass goes ahead.
+    let later = Window {
+        since: window.until,
+        until: datetime!(2026-11-22 13:00 UTC),
+    };
+    pass(&apps[1].state, later, wait).await.unwrap();
+    assert_eq!(mark().await, Some(later.until));
+    // A pass over an older window (a clock behind, a slow instance) leaves it where it is.
+    pass(&apps[0].state, window, wait).await.unwrap();
+    assert_eq!(mark().await, Some(later.until));
+    apps[0].verify_mocks().await;
+}
