@@ -213,3 +213,86 @@ both_backends!(
         app.verify_mocks().await;
     }
 );
+
+/// The real binary, interrupted (Ctrl-C) while rows are in flight: it feeds no more rows, lets
+/// the ones in flight end, prints its summary marked as interrupted and exits cleanly, and
+/// every row it took is finished in the inbox, none left pending or half-done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_ends_a_backfill_after_the_rows_in_flight_and_prints_the_summary() {
+    use crate::process::World;
+    use enricher::store::EventState;
+
+    let w = World::new(Backend::Postgres).await;
+    // Nobody behind any phone, answered slowly, so the interrupt lands with rows in flight.
+    Mock::given(method("GET"))
+        .and(path_regex("^/Consultas/Pessoa/Telefone/"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!([]))
+                .set_delay(Duration::from_millis(400)),
+        )
+        .mount(&w.diretrix)
+        .await;
+    let rows = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leads.csv");
+    let mut text = "lead_id,phone\n".to_owned();
+    for i in 0..rows {
+        text.push_str(&format!("L-{i},11 91{i:07}\n"));
+    }
+    std::fs::write(&file, text).unwrap();
+
+    let mut child = w.command(
+        &[
+            "backfill",
+            file.to_str().unwrap(),
+            "--concurrency",
+            "2",
+            "--no-message",
+        ],
+        &[],
+    );
+    let asked = || async {
+        w.diretrix
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path().starts_with("/Consultas/"))
+            .count()
+    };
+    wait_for("a row in flight", Duration::from_secs(30), || async {
+        (asked().await > 0).then_some(())
+    })
+    .await;
+    child.interrupt();
+    let status = child.wait_exit(Duration::from_secs(30)).await;
+    let output = child.output();
+    assert!(status.success(), "{status}: {output}");
+    let summary = output
+        .lines()
+        .find(|l| l.starts_with("interrupted: backfill"))
+        .unwrap_or_else(|| panic!("no interrupted summary in:\n{output}"));
+    let fed = asked().await;
+    assert!(
+        fed < rows,
+        "{fed} of {rows} rows fed after the interrupt: {summary}"
+    );
+    let counts = w.store.event_counts().await.unwrap();
+    assert!(
+        counts
+            .iter()
+            .all(|(state, n)| *n == 0
+                || !matches!(state, EventState::Pending | EventState::Processing)),
+        "rows left unfinished: {counts:?}"
+    );
+    let done: i64 = counts
+        .iter()
+        .filter(|(s, _)| *s == EventState::Done)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(
+        done as usize, fed,
+        "each row fed ended done: {counts:?}\n{summary}"
+    );
+}

@@ -53,6 +53,26 @@ fn strip_ansi(line: &str) -> String {
 impl Process {
     /// Starts `enricher serve` with a clean environment and waits for it to listen.
     pub async fn start(setup: &Setup<'_>) -> Process {
+        let mut process = Process::spawn(setup, &["serve"]);
+        let output = process.output.clone();
+        process.address = wait_for(
+            "the child to log its listening address",
+            Duration::from_secs(20),
+            || {
+                let text = output.lock().unwrap().clone();
+                async move {
+                    let line = text.lines().find(|l| l.contains(" listening"))?;
+                    let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
+                    Some(format!("http://{addr}"))
+                }
+            },
+        )
+        .await;
+        process
+    }
+
+    /// Starts `enricher ARGS` with the same clean environment, waiting for nothing.
+    pub fn spawn(setup: &Setup<'_>, args: &[&str]) -> Process {
         let lease = LEASE_SECS.to_string();
         let mut vars: Vec<(&str, String)> = vec![
             ("APP_ENV", "development".into()),
@@ -84,7 +104,7 @@ impl Process {
             vars.push((k, (*v).to_owned()));
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_enricher"))
-            .arg("serve")
+            .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env_clear()
             .envs(vars)
@@ -107,26 +127,11 @@ impl Process {
                 }
             });
         }
-        let mut process = Process {
+        Process {
             child,
             address: String::new(),
             output,
-        };
-        let output = process.output.clone();
-        process.address = wait_for(
-            "the child to log its listening address",
-            Duration::from_secs(20),
-            || {
-                let text = output.lock().unwrap().clone();
-                async move {
-                    let line = text.lines().find(|l| l.contains(" listening"))?;
-                    let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
-                    Some(format!("http://{addr}"))
-                }
-            },
-        )
-        .await;
-        process
+        }
     }
 
     /// SIGKILL: no drain, no destructor, no flush; exactly what a crash looks like.
@@ -137,11 +142,20 @@ impl Process {
 
     /// SIGTERM: what Fly sends on a deploy or scale-down; the process should drain and exit.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// SIGINT: what Ctrl-C sends.
+    pub fn interrupt(&self) {
+        self.signal("INT");
+    }
+
+    fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("kill runs");
-        assert!(status.success(), "SIGTERM delivered");
+        assert!(status.success(), "SIG{name} delivered");
     }
 
     /// Waits for the child to exit on its own, up to `deadline`, and returns its status.
@@ -208,6 +222,20 @@ impl World {
             extra,
         })
         .await
+    }
+
+    /// Starts `enricher ARGS` on this world, waiting for nothing.
+    pub fn command(&self, args: &[&str], extra: &[(&str, &str)]) -> Process {
+        Process::spawn(
+            &Setup {
+                database_url: &self.db.url,
+                diretrix: &self.diretrix,
+                work_api: &self.work_api,
+                c2s: &self.c2s,
+                extra,
+            },
+            args,
+        )
     }
 
     pub async fn wait_final(&self, id: i64) -> EventRecord {
