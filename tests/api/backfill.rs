@@ -252,15 +252,7 @@ async fn ctrl_c_ends_a_backfill_after_the_rows_in_flight_and_prints_the_summary(
         ],
         &[],
     );
-    let asked = || async {
-        w.diretrix
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| r.url.path().starts_with("/Consultas/"))
-            .count()
-    };
+    let asked = || received(&w.diretrix, |p| p.starts_with("/Consultas/"));
     wait_for("a row in flight", Duration::from_secs(30), || async {
         (asked().await > 0).then_some(())
     })

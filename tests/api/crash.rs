@@ -58,13 +58,7 @@ async fn wait_received(server: &MockServer, suffix: &str, n: usize) {
         &format!("{n} request(s) to …{suffix}"),
         Duration::from_secs(20),
         || async move {
-            let got = server
-                .received_requests()
-                .await
-                .unwrap_or_default()
-                .iter()
-                .filter(|r| r.url.path().ends_with(suffix))
-                .count();
+            let got = received(server, |p| p.ends_with(suffix)).await;
             (got >= n).then_some(())
         },
     )

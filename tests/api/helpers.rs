@@ -823,6 +823,17 @@ pub async fn wait_final(store: &DynStore, id: i64, deadline: Duration) -> EventR
     .await
 }
 
+/// How many requests `server` received whose path `matches`.
+pub async fn received(server: &MockServer, matches: impl Fn(&str) -> bool) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| matches(r.url.path()))
+        .count()
+}
+
 /// Polls `check` until it returns `Some`, or panics after `deadline` naming what it waited for.
 pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where
