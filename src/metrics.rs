@@ -32,16 +32,16 @@ const STAGE_BUCKETS: &[f64] = &[
 /// Where an event spends its time, per step (`enricher_event_stage_seconds`).
 const STAGE_SECONDS: &str = "enricher_event_stage_seconds";
 
-/// From the event's arrival in the inbox to the CRM's answer, for messages delivered at the
-/// event's first attempt.
+/// From when the event became due (intake's insert for a webhook) to the CRM's answer, for
+/// messages delivered at the event's first attempt.
 const DELIVERY_SECONDS: &str = "enricher_delivery_latency_seconds";
 
 /// The steps of an event a worker carries, timed one by one so that a slow event shows where
 /// it waited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// Stored by intake, not yet taken by a worker (first attempts only: a retry waits on
-    /// purpose).
+    /// Due, not yet taken by a worker: from intake's insert for a new event, from its retry
+    /// time for a retry (the wait before it is on purpose).
     Queued,
     /// Contacts and persons resolved, and the message rendered.
     Resolve,
@@ -391,8 +391,8 @@ impl Metrics {
         self.histogram(STAGE_SECONDS, &[("stage", stage.as_str())], took);
     }
 
-    /// How long a message delivered at its event's first attempt took from the event's
-    /// arrival in the inbox to the CRM's answer.
+    /// How long a message delivered at its event's first attempt took from when the event
+    /// became due (intake's insert for a webhook) to the CRM's answer.
     pub fn delivered_after(&self, took: Duration) {
         self.histogram(DELIVERY_SECONDS, &[], took);
     }

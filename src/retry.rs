@@ -242,7 +242,7 @@ mod tests {
             message: None,
             send_started: false,
             unknown_outcomes: 0,
-            received_at: OffsetDateTime::UNIX_EPOCH,
+            due_at: OffsetDateTime::UNIX_EPOCH,
         }
     }
 

@@ -166,8 +166,9 @@ pub struct ClaimedEvent {
     /// POSTs of this event sent without an answer so far (see
     /// [`Inbox::note_unknown_outcome`]); replays reset it.
     pub unknown_outcomes: i32,
-    /// When intake stored the event.
-    pub received_at: OffsetDateTime,
+    /// When the event became due: intake's insert for a new event, the retry time for a
+    /// retry, an operator's replay.
+    pub due_at: OffsetDateTime,
 }
 
 /// How a worker leaves an event.

@@ -110,7 +110,7 @@ pub(super) fn event_columns(erased: &str) -> String {
     format!(
         "id, source, lead_id, event_at, action, ({erased}) AS erased, lead_event, attempts, \
          contact_set, message, (send_started_at IS NOT NULL) AS send_started, \
-         unknown_outcomes, received_at"
+         unknown_outcomes, next_attempt_at AS due_at"
     )
 }
 
@@ -174,7 +174,7 @@ pub(super) struct EventRow {
     message: Option<String>,
     send_started: bool,
     unknown_outcomes: i32,
-    received_at: Stamp,
+    due_at: Stamp,
 }
 
 impl EventRow {
@@ -193,7 +193,7 @@ impl EventRow {
             message: self.message,
             send_started: self.send_started,
             unknown_outcomes: self.unknown_outcomes,
-            received_at: self.received_at.0,
+            due_at: self.due_at.0,
         }
     }
 }

@@ -174,11 +174,11 @@ pub async fn prune(state: AppState, shutdown: CancellationToken) {
 /// whether another event of its lead is pending (see [`crate::store::Inbox::finish_and_look`]).
 #[tracing::instrument(name = "event", skip_all, fields(event = event.id, lead = %event.lead_id, action = %event.action))]
 pub async fn process(state: &AppState, event: ClaimedEvent, lease: Duration) -> bool {
-    // A first attempt waited only for a worker; a later one also for its retry time.
+    // How late a worker took it: from when it became due, so a retry's or a replay's own
+    // wait is not counted.
+    state.metrics.stage(Stage::Queued, since(event.due_at));
+    // Nothing tried before: the way from due to delivered is the whole of this attempt.
     let first = event.attempts == 0 && !event.send_started && event.message.is_none();
-    if first {
-        state.metrics.stage(Stage::Queued, since(event.received_at));
-    }
     let work = handle(state, &event);
     // The claim has just set the lease, so the first renewal is one period away. Not
     // `interval` and a first `tick()`: that tick is "immediate" only on the timer's
@@ -228,7 +228,7 @@ pub async fn process(state: &AppState, event: ClaimedEvent, lease: Duration) -> 
             ..
         } = &finish
     {
-        state.metrics.delivered_after(since(event.received_at));
+        state.metrics.delivered_after(since(event.due_at));
     }
     let finishing = Instant::now();
     let looked = state.store.finish_and_look(&event, finish).await;

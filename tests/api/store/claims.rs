@@ -36,10 +36,10 @@ both_backends!(
         assert_eq!(claimed.event_at, T1);
         assert_eq!(claimed.action, "update");
         assert!(!claimed.erased, "the payload carries no erased mark");
-        let age = OffsetDateTime::now_utc() - claimed.received_at;
+        let age = OffsetDateTime::now_utc() - claimed.due_at;
         assert!(
             age >= time::Duration::ZERO && age < time::Duration::minutes(1),
-            "received at insert time, {age} ago"
+            "due from its insert, {age} ago"
         );
         assert_eq!(
             claimed.lead_event,
