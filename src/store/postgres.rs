@@ -116,7 +116,8 @@ impl PgStore {
     /// (the event is pending again) or a kept message (rendered again). With the message and
     /// the mark in one commit, a webhook waits for two flushes before its message goes out:
     /// intake's and that one. The end of a finished event (done, after its POST) does not wait
-    /// either (see [`crate::store::Inbox::finish_and_look`]). Intake and every other write stay synchronous.
+    /// either (see [`crate::store::Inbox::finish_and_look`]). Intake and every other write
+    /// stay synchronous.
     pub fn with_async_commit_steps(mut self, on: bool) -> PgStore {
         self.async_steps = on;
         self.claim_function = std::sync::Arc::default();
