@@ -36,7 +36,7 @@ use common::machine::{cpu_model, load_average};
 use common::stats::{Stats, human, row};
 use enricher::config::{AppEnv, Settings};
 use enricher::domain::{ContactKey, Cpf, Person, Phone};
-use enricher::metrics::LookupKind;
+use enricher::metrics::{LookupKind, Stage};
 use enricher::resolution::packed::PackedPerson;
 use enricher::startup::Application;
 use enricher::state::AppState;
@@ -749,9 +749,9 @@ impl Steps {
     /// Prints what happened since `before` (mean per event, share over 5 ms), per step;
     /// returns the current reading.
     fn since(self, before: &Steps, figure: &str) -> Steps {
-        let order = ["queued", "resolve", "save", "post", "finish", "whole"];
+        let order = Stage::ALL.map(Stage::as_str);
         let mut shown = Vec::new();
-        for step in order {
+        for step in order.into_iter().chain(["whole"]) {
             let Some((_, now)) = self.0.iter().find(|(s, _)| s == step) else {
                 continue;
             };

@@ -628,14 +628,9 @@ macro_rules! shared_sql {
                         .bind(counted)
                     };
                     let q = match finish {
-                        // The end of a finished event is the one write after a POST that need
-                        // not wait for its flush: the next synchronous commit of any event
-                        // flushes it (the WAL is written in order), and only a crash of the
-                        // database itself before that can undo it, leaving the event as it was
-                        // when its POST left: found again with its sending mark set, it takes
-                        // the unknown-outcome rule, and an event that posted nothing is simply
-                        // worked again. A retry, a park or a dead letter stays synchronous:
-                        // undoing one would turn a POST that never left into an unknown outcome.
+                        // Only a done end may skip its flush (see `Inbox::finish_and_look`): a
+                        // retry, park or dead letter undone by a database crash would turn a
+                        // POST that never left into an unknown outcome.
                         Finish::Done {
                             outcome,
                             contact_set,

@@ -213,29 +213,24 @@ impl World {
         }
     }
 
-    pub async fn process(&self, extra: &[(&str, &str)]) -> Process {
-        Process::start(&Setup {
+    /// What a child of this world is started with.
+    fn setup<'a>(&'a self, extra: &'a [(&'a str, &'a str)]) -> Setup<'a> {
+        Setup {
             database_url: &self.db.url,
             diretrix: &self.diretrix,
             work_api: &self.work_api,
             c2s: &self.c2s,
             extra,
-        })
-        .await
+        }
+    }
+
+    pub async fn process(&self, extra: &[(&str, &str)]) -> Process {
+        Process::start(&self.setup(extra)).await
     }
 
     /// Starts `enricher ARGS` on this world, waiting for nothing.
     pub fn command(&self, args: &[&str], extra: &[(&str, &str)]) -> Process {
-        Process::spawn(
-            &Setup {
-                database_url: &self.db.url,
-                diretrix: &self.diretrix,
-                work_api: &self.work_api,
-                c2s: &self.c2s,
-                extra,
-            },
-            args,
-        )
+        Process::spawn(&self.setup(extra), args)
     }
 
     pub async fn wait_final(&self, id: i64) -> EventRecord {
