@@ -24,6 +24,12 @@
 //!    `BENCH_SETTINGS="KEY=VALUE ..."` adds settings to both, to try one.
 //!    After each figure, the service's own step histograms (`enricher_event_stage_seconds`,
 //!    `enricher_delivery_latency_seconds`) give the mean per step and the share over 5 ms.
+//! 4. **The floor**, in each round beside the service: the least any service with the same
+//!    promises does per webhook, on the same database, runtime, generator and sandbox CRM.
+//!    It answers 202 once the event's insert committed, commits a sending mark, then posts a
+//!    message: two waited-for commits and three HTTP exchanges, no claim, no lookup, no end
+//!    state. Its latencies are the part of the service's that no change to the service's own
+//!    steps can remove on this machine.
 
 mod common;
 
@@ -37,6 +43,7 @@ use common::stats::{Stats, human, row};
 use enricher::config::{AppEnv, Settings};
 use enricher::domain::{ContactKey, Cpf, Person, Phone};
 use enricher::metrics::{LookupKind, Stage};
+use enricher::providers::sandbox::Sandbox;
 use enricher::resolution::packed::PackedPerson;
 use enricher::startup::Application;
 use enricher::state::AppState;
@@ -44,6 +51,7 @@ use enricher::store::Lookup;
 use serde_json::Value;
 use sqlx::Connection;
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -522,6 +530,7 @@ async fn end_to_end(url: String, options: Options) {
     }
     let mut order = scattered(parties).skip(options.skip);
     let mut figures: HashMap<(usize, &str), Latencies> = HashMap::new();
+    let mut floor_figures: Latencies = (Vec::new(), Vec::new());
     for round in 0..rounds {
         for (name, vars) in configs {
             let warm: Vec<usize> = order.by_ref().take(WARMUP).collect();
@@ -547,6 +556,18 @@ async fn end_to_end(url: String, options: Options) {
                 entry.1.extend(ack);
             }
         }
+        // The floor reads no party: the numbers only name its leads, in a table of its own.
+        let leads: Vec<usize> = (0..hits).collect();
+        let load = load_average();
+        let (e2e, ack) = floor(&url, rate, round, &leads).await;
+        println!(
+            "  round {} floor   insert, mark, post   p50 {:>8} p99 {:>8}  (load {load:.1})",
+            round + 1,
+            human(Stats::of(e2e.clone()).median),
+            human(Stats::of(e2e.clone()).p99),
+        );
+        floor_figures.0.extend(e2e);
+        floor_figures.1.extend(ack);
     }
     println!("\nall rounds together (webhook sent -> message received):");
     let baseline = configs[0].0;
@@ -569,6 +590,16 @@ async fn end_to_end(url: String, options: Options) {
             );
         }
     }
+    let (e2e, ack) = &floor_figures;
+    let floor = Stats::of(e2e.clone());
+    row("floor: insert, mark, post", floor, None);
+    println!(
+        "  {:<44} max {:>9}; of which the 202: p50 {:>9} p99 {:>9}",
+        "",
+        human(floor.max),
+        human(Stats::of(ack.clone()).median),
+        human(Stats::of(ack.clone()).p99)
+    );
     let memory = Stats::of(figures[&(0, "after")].0.clone());
     let database = Stats::of(figures[&(1, "after")].0.clone());
     println!(
@@ -586,6 +617,105 @@ async fn end_to_end(url: String, options: Options) {
         },
         human(database.p99),
     );
+    println!(
+        "the floor's p99 ({}) is {:.0} % of the memory-hit p99",
+        human(floor.p99),
+        100.0 * floor.p99 / memory.p99
+    );
+}
+
+/// What the floor's handlers share.
+#[derive(Clone)]
+struct Floor {
+    pool: sqlx::PgPool,
+    client: reqwest::Client,
+    crm: url::Url,
+}
+
+/// The floor (figure 4): a webhook service reduced to what the service's promises need before
+/// a message leaves, run beside it. Returns the end-to-end and the 202 latencies, in
+/// nanoseconds, measured as [`send`] measures the service's.
+async fn floor(url: &str, rate: usize, round: usize, leads: &[usize]) -> Latencies {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        // As the service's pool: no ping before handing out a connection in use a moment ago.
+        .test_before_acquire(false)
+        .connect(url)
+        .await
+        .expect("floor pool");
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS floor_inbox (
+           id bigserial PRIMARY KEY, lead text NOT NULL UNIQUE, payload jsonb NOT NULL,
+           sending_at timestamptz);
+         TRUNCATE floor_inbox",
+    )
+    .execute(&pool)
+    .await
+    .expect("floor table");
+    let stop = CancellationToken::new();
+    let sandbox = Sandbox::start(Duration::ZERO, stop.clone())
+        .await
+        .expect("floor sandbox");
+    let state = Floor {
+        pool,
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("http client"),
+        crm: sandbox.base_url("c2s"),
+    };
+    let app = axum::Router::new()
+        .route("/api/v1/webhooks/c2s", axum::routing::post(floor_webhook))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("floor port");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let serving = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    let latencies = send(&sandbox, &base, rate, round, leads).await;
+    stop.cancel();
+    serving.await.expect("floor server").expect("floor served");
+    latencies
+}
+
+/// The floor's webhook: the insert, then the 202; after it, the sending mark, then the POST.
+async fn floor_webhook(
+    axum::extract::State(floor): axum::extract::State<Floor>,
+    body: bytes::Bytes,
+) -> axum::http::StatusCode {
+    let event: Value = serde_json::from_slice(&body).expect("webhook JSON");
+    let lead = event["id"].as_str().expect("lead id").to_owned();
+    let id: i64 =
+        sqlx::query_scalar("INSERT INTO floor_inbox (lead, payload) VALUES ($1, $2) RETURNING id")
+            .bind(&lead)
+            .bind(sqlx::types::Json(&event))
+            .fetch_one(&floor.pool)
+            .await
+            .expect("floor insert");
+    tokio::spawn(async move {
+        sqlx::query("UPDATE floor_inbox SET sending_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&floor.pool)
+            .await
+            .expect("floor mark");
+        let at = floor
+            .crm
+            .join(&format!("integration/leads/{lead}/create_message"))
+            .expect("message URL");
+        floor
+            .client
+            .post(at)
+            .json(&serde_json::json!({ "body": "floor" }))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("floor message");
+    });
+    axum::http::StatusCode::ACCEPTED
 }
 
 /// Appends one figure's latencies to `path`: `label config kind e2e_ns ack_ns` per line.
@@ -647,7 +777,8 @@ async fn one_configuration(
     let shutdown = app.shutdown_token();
     let running = tokio::spawn(app.run_until_stopped());
 
-    send(&state, &base, rate, round, warm).await;
+    let sandbox = state.sandbox.clone().expect("sandbox on");
+    send(&sandbox, &base, rate, round, warm).await;
     vacuum_inbox(url).await;
     for &i in memory {
         let key = ContactKey::Phone(Phone::parse(&phone_of(i)).expect("phone"));
@@ -659,11 +790,11 @@ async fn one_configuration(
     }
     let before_mem = counts(&state);
     let steps = Steps::read(&state);
-    let mem = send(&state, &base, rate, round, memory).await;
+    let mem = send(&sandbox, &base, rate, round, memory).await;
     let after_mem = counts(&state);
     let steps = Steps::read(&state).since(&steps, "memory hits");
     vacuum_inbox(url).await;
-    let db = send(&state, &base, rate, round, database).await;
+    let db = send(&sandbox, &base, rate, round, database).await;
     let after_db = counts(&state);
     Steps::read(&state).since(&steps, "database hits");
     // Each figure must have been what it says: every lookup a hit of its tier.
@@ -813,7 +944,7 @@ fn counts(state: &AppState) -> (u64, u64) {
 /// waits until the sandbox CRM received each one's message. Returns the end-to-end and the 202
 /// latencies, in nanoseconds.
 async fn send(
-    state: &AppState,
+    sandbox: &Sandbox,
     base: &str,
     rate: usize,
     round: usize,
@@ -840,7 +971,6 @@ async fn send(
     let n = bodies.len();
     let generator = std::thread::spawn(move || generate_load(url, rate, bodies));
 
-    let sandbox = state.sandbox.clone().expect("sandbox on");
     let mut received: HashMap<String, OffsetDateTime> = HashMap::with_capacity(n);
     let deadline = Instant::now() + DRAIN_DEADLINE;
     let mut sent: Option<Vec<(String, OffsetDateTime, f64)>> = None;
