@@ -574,32 +574,15 @@ async fn end_to_end(url: String, options: Options) {
     for (kind, label) in [(0, "memory hits"), (1, "database hits")] {
         let before = Stats::of(figures[&(kind, baseline)].0.clone());
         for (name, _) in configs {
-            let (e2e, ack) = &figures[&(kind, *name)];
-            let s = Stats::of(e2e.clone());
-            row(
+            let against = (*name != baseline).then_some(&before);
+            figure_rows(
                 &format!("{label}, {name}"),
-                s,
-                (*name != baseline).then(|| s.p99 / before.p99),
-            );
-            println!(
-                "  {:<44} max {:>9}; of which the 202: p50 {:>9} p99 {:>9}",
-                "",
-                human(s.max),
-                human(Stats::of(ack.clone()).median),
-                human(Stats::of(ack.clone()).p99)
+                &figures[&(kind, *name)],
+                against,
             );
         }
     }
-    let (e2e, ack) = &floor_figures;
-    let floor = Stats::of(e2e.clone());
-    row("floor: insert, mark, post", floor, None);
-    println!(
-        "  {:<44} max {:>9}; of which the 202: p50 {:>9} p99 {:>9}",
-        "",
-        human(floor.max),
-        human(Stats::of(ack.clone()).median),
-        human(Stats::of(ack.clone()).p99)
-    );
+    let floor = figure_rows("floor: insert, mark, post", &floor_figures, None);
     let memory = Stats::of(figures[&(0, "after")].0.clone());
     let database = Stats::of(figures[&(1, "after")].0.clone());
     println!(
@@ -622,6 +605,22 @@ async fn end_to_end(url: String, options: Options) {
         human(floor.p99),
         100.0 * floor.p99 / memory.p99
     );
+}
+
+/// Prints one figure's row (its p99 as a ratio of `against`'s, or as the baseline) and the
+/// line under it (the worst, and the 202 alone); returns the figure's statistics.
+fn figure_rows(label: &str, (e2e, ack): &Latencies, against: Option<&Stats>) -> Stats {
+    let s = Stats::of(e2e.clone());
+    row(label, s, against.map(|b| s.p99 / b.p99));
+    let ack = Stats::of(ack.clone());
+    println!(
+        "  {:<44} max {:>9}; of which the 202: p50 {:>9} p99 {:>9}",
+        "",
+        human(s.max),
+        human(ack.median),
+        human(ack.p99)
+    );
+    s
 }
 
 /// What the floor's handlers share.
