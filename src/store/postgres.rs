@@ -20,7 +20,9 @@ use sqlx::postgres::{PgConnectOptions, PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Encode, PgPool, Postgres, Type};
 use time::OffsetDateTime;
 
-use super::sql::{Dialect, EventRow, LOOKUP_CONTACTS, LOOKUP_CONTACTS_ORDER, event_columns};
+use super::sql::{
+    Dialect, EventRow, LOOKUP_CONTACTS, LOOKUP_CONTACTS_ORDER, claim_update, event_columns,
+};
 use super::types::{Claim, Stamp};
 use super::{Coordination, KeyLock, LockSpace, NewEvent, StoreError, Subscription};
 
@@ -51,8 +53,9 @@ pub struct PgStore {
     /// Whether claims and rendered messages commit without waiting for their WAL flush (see
     /// [`PgStore::with_async_commit_steps`]).
     async_steps: bool,
-    /// The name of the claim function once this store has made sure it exists.
-    claim_function: std::sync::Arc<tokio::sync::OnceCell<String>>,
+    /// The statement that calls the claim function, once this store has made sure the
+    /// function exists.
+    claim_call: std::sync::Arc<tokio::sync::OnceCell<std::sync::Arc<str>>>,
 }
 
 /// Run first in a transaction: it commits without waiting for the WAL flush.
@@ -104,7 +107,7 @@ impl PgStore {
             locks,
             listen,
             async_steps: false,
-            claim_function: std::sync::Arc::default(),
+            claim_call: std::sync::Arc::default(),
         })
     }
 
@@ -120,7 +123,7 @@ impl PgStore {
     /// stay synchronous.
     pub fn with_async_commit_steps(mut self, on: bool) -> PgStore {
         self.async_steps = on;
-        self.claim_function = std::sync::Arc::default();
+        self.claim_call = std::sync::Arc::default();
         self
     }
 
@@ -131,11 +134,13 @@ impl PgStore {
     /// new snapshot, so the update still sees every claim committed before the lock was
     /// granted. The name carries a hash of the body: every build creates the function of its
     /// own statement and never replaces another's, so instances of two versions on one
-    /// database during a deploy each run their own claim.
-    async fn claim_function(&self, update: &str) -> Result<&str, StoreError> {
-        let name = self
-            .claim_function
+    /// database during a deploy each run their own claim. Returns the statement that calls it
+    /// and reads the claimed rows ([`event_columns`]).
+    async fn claim_call(&self) -> Result<std::sync::Arc<str>, StoreError> {
+        let call = self
+            .claim_call
             .get_or_try_init(|| async {
+                let update = claim_update(Self::SKIP_LOCKED);
                 let lock = lock_class(None);
                 let step = if self.async_steps {
                     "PERFORM set_config('synchronous_commit', 'off', true);"
@@ -175,10 +180,16 @@ impl PgStore {
                         }
                     }
                 }
-                Ok::<_, StoreError>(name)
+                Ok::<_, StoreError>(
+                    format!(
+                        "SELECT {} FROM {name}($1, $2, $3, $4)",
+                        event_columns(Self::ERASED)
+                    )
+                    .into(),
+                )
             })
             .await?;
-        Ok(name)
+        Ok(call.clone())
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -232,7 +243,6 @@ impl Dialect for PgStore {
 
     async fn claim_rows(
         &self,
-        update: &str,
         claim: Claim,
         until: Stamp,
         now: Stamp,
@@ -243,17 +253,14 @@ impl Dialect for PgStore {
         // inserted between them is seen by one and not the other, and both could take an
         // event of one lead. Under the lock each claim's update starts after the previous
         // claim committed, so it sees that claim. A claim takes milliseconds.
-        let function = self.claim_function(update).await?;
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM {function}($1, $2, $3, $4)",
-            event_columns(Self::ERASED)
-        )))
-        .bind(claim)
-        .bind(until)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        let call = self.claim_call().await?;
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(call))
+            .bind(claim)
+            .bind(until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn insert_new(

@@ -54,13 +54,13 @@ pub(super) trait Dialect: Sync {
     /// waiting for its flush where the backend allows and the settings ask for it (see
     /// [`Inbox::finish_and_look`] for the one statement that uses it, and why).
     fn unflushed(&self) -> &'static str;
-    /// Runs the claim `update` ([`claim_update`], `$1` claim, `$2` lease end, `$3` now, `$4`
-    /// limit) serialized with every other claim on the database, so no two claims judge one
-    /// lead on different snapshots, and returns the claimed rows ([`event_columns`]). The
-    /// claim is a step (see [`Dialect::begin_step`]).
+    /// Runs the claim ([`claim_update`] with the dialect's [`Dialect::SKIP_LOCKED`], `$1`
+    /// claim, `$2` lease end, `$3` now, `$4` limit) serialized with every other claim on the
+    /// database, so no two claims judge one lead on different snapshots, and returns the
+    /// claimed rows ([`event_columns`]). The claim is a step (see [`Dialect::begin_step`]). Its
+    /// text is built once per store, not per claim: a claim runs for every webhook.
     async fn claim_rows(
         &self,
-        update: &str,
         claim: Claim,
         until: Stamp,
         now: Stamp,
@@ -399,10 +399,8 @@ macro_rules! shared_sql {
                 ) -> Result<Vec<ClaimedEvent>, StoreError> {
                     let claim = Uuid::now_v7();
                     let now = Stamp::now();
-                    let update = claim_update(<Self as Dialect>::SKIP_LOCKED);
                     let rows = self
                         .claim_rows(
-                            &update,
                             Claim(claim),
                             Stamp(now.0 + lease),
                             now,

@@ -7,6 +7,7 @@
 //! file, enforced by [`InstanceLock`]).
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,7 +19,9 @@ use sqlx::types::Json;
 use sqlx::{Decode, Encode, QueryBuilder, Sqlite, SqlitePool, Type};
 use time::OffsetDateTime;
 
-use super::sql::{Dialect, EventRow, LOOKUP_CONTACTS, LOOKUP_CONTACTS_ORDER, event_columns};
+use super::sql::{
+    Dialect, EventRow, LOOKUP_CONTACTS, LOOKUP_CONTACTS_ORDER, claim_update, event_columns,
+};
 use super::types::{Claim, Stamp};
 use super::{Coordination, KeyLock, LockSpace, NewEvent, StoreError, Subscription};
 
@@ -124,23 +127,26 @@ impl Dialect for SqliteStore {
     // The claim runs in a write transaction, and SQLite runs one writer at a time.
     async fn claim_rows(
         &self,
-        update: &str,
         claim: Claim,
         until: Stamp,
         now: Stamp,
         limit: i64,
     ) -> Result<Vec<EventRow>, StoreError> {
+        static CLAIM: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "{} RETURNING {}",
+                claim_update(SqliteStore::SKIP_LOCKED),
+                event_columns(SqliteStore::ERASED)
+            )
+        });
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{update} RETURNING {}",
-            event_columns(Self::ERASED)
-        )))
-        .bind(claim)
-        .bind(until)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query_as(CLAIM.as_str())
+            .bind(claim)
+            .bind(until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(rows)
     }
