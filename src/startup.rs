@@ -209,27 +209,13 @@ impl Application {
         );
         let subscription =
             crate::resolution::invalidation::subscribe(store.as_ref(), &resolver).await?;
-        let renderer = match &settings.message.template_path {
-            Some(path) => {
-                let source =
-                    std::fs::read_to_string(path).map_err(|source| StartupError::TemplateFile {
-                        path: path.clone(),
-                        source,
-                    })?;
-                MessageRenderer::new(source)?
-            }
+        let renderer = match template(settings.message.template_path.as_deref())? {
+            Some(source) => MessageRenderer::new(source)?,
             None => MessageRenderer::default_template(),
         }
         .with_max_bytes(settings.message.max_bytes);
-        let description = match &settings.message.description_template_path {
-            Some(path) => {
-                let source =
-                    std::fs::read_to_string(path).map_err(|source| StartupError::TemplateFile {
-                        path: path.clone(),
-                        source,
-                    })?;
-                DescriptionRenderer::new(source)?
-            }
+        let description = match template(settings.message.description_template_path.as_deref())? {
+            Some(source) => DescriptionRenderer::new(source)?,
             None => DescriptionRenderer::default_template(),
         }
         .with_max_chars(settings.c2s.description_max_chars);
@@ -408,4 +394,16 @@ pub fn cancel_on_signal(token: CancellationToken) {
         tracing::info!("shutdown requested");
         token.cancel();
     });
+}
+
+/// An operator's template file, read whole, if one is configured; a file that cannot be read
+/// stops the start with its path.
+fn template(path: Option<&str>) -> Result<Option<String>, StartupError> {
+    path.map(|path| {
+        std::fs::read_to_string(path).map_err(|source| StartupError::TemplateFile {
+            path: path.to_owned(),
+            source,
+        })
+    })
+    .transpose()
 }

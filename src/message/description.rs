@@ -17,7 +17,7 @@ use minijinja::value::Value;
 use minijinja::{Environment, context};
 
 use super::MessageError;
-use super::render::{Flatten, plain_text_env};
+use super::render::{Flatten, plain_text_env, tidy};
 
 /// The default template, also shipped under `config/templates/` for operators.
 pub const DEFAULT_TEMPLATE: &str =
@@ -142,27 +142,6 @@ fn describe_error(err: &minijinja::Error) -> String {
         Some(line) => format!("{} (template line {line})", err.kind()),
         None => err.kind().to_string(),
     }
-}
-
-/// Trailing spaces stripped, runs of blank lines collapsed, no blank lines at either end.
-fn tidy(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut pending_blank = false;
-    for line in text.lines() {
-        let line = line.trim_end();
-        if line.is_empty() {
-            pending_blank = !out.is_empty();
-            continue;
-        }
-        if pending_blank {
-            out.push('\n');
-        }
-        pending_blank = false;
-        out.push_str(line);
-        out.push('\n');
-    }
-    out.truncate(out.trim_end().len());
-    out
 }
 
 /// At most `max` characters (not bytes: the CRM counts characters), cut on a character

@@ -46,7 +46,7 @@ use minijinja::context;
 use minijinja::value::Value;
 
 use crate::domain::name::Match;
-use crate::domain::{Cnpj, Email, Person, Phone};
+use crate::domain::{Cnpj, ContactKey, Email, Person, Phone};
 
 pub use render::{DEFAULT_TEMPLATE, MAX_MESSAGE_BYTES, MessageError, MessageRenderer};
 
@@ -120,6 +120,15 @@ impl fmt::Debug for Finding {
             .field("quality", &self.quality)
             .field("companies", &self.companies.len())
             .finish()
+    }
+}
+
+impl From<&ContactKey> for Via {
+    fn from(key: &ContactKey) -> Via {
+        match key {
+            ContactKey::Phone(p) => Via::Phone(p.clone()),
+            ContactKey::Email(e) => Via::Email(e.clone()),
+        }
     }
 }
 

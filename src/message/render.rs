@@ -185,8 +185,9 @@ fn cap(mut text: String, max: usize) -> String {
 }
 
 /// Strips trailing spaces, collapses runs of blank lines into one and drops leading and
-/// trailing blank lines, so operator templates need not be whitespace-perfect.
-fn tidy(text: &str) -> String {
+/// trailing blank lines, so operator templates need not be whitespace-perfect (the message's
+/// and the lead description's alike).
+pub(super) fn tidy(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut pending_blank = false;
     for line in text.lines() {

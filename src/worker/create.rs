@@ -171,11 +171,7 @@ async fn describe(
     parsed: &LeadEvent,
     new: &NewCrmLead,
 ) -> Result<String, Finish> {
-    for rejected in &parsed.customer.rejected {
-        tracing::info!(field = %rejected.field, reason = %rejected.reason, "contact dropped");
-    }
-    let keys = parsed.customer.keys();
-    let set = contact_set(&keys);
+    let (keys, set) = super::contacts(parsed);
     let (findings, links) = match &parsed.cpf {
         // The form gave a valid CPF: no contact lookup, the person is read for that CPF and
         // every contact of the lead is shown as leading to them.
@@ -188,10 +184,7 @@ async fn describe(
             let findings = keys
                 .iter()
                 .map(|key| Finding {
-                    via: match key {
-                        crate::domain::ContactKey::Phone(p) => Via::Phone(p.clone()),
-                        crate::domain::ContactKey::Email(e) => Via::Email(e.clone()),
-                    },
+                    via: Via::from(key),
                     person: person.clone(),
                     // The form's own CPF: the lead's person by its own word, nothing chosen.
                     quality: crate::domain::name::Match::Confirmed,

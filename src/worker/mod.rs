@@ -378,11 +378,7 @@ async fn prepare(
     event: &ClaimedEvent,
     parsed: &LeadEvent,
 ) -> Result<Prepared, Finish> {
-    for rejected in &parsed.customer.rejected {
-        tracing::info!(field = %rejected.field, reason = %rejected.reason, "contact dropped");
-    }
-    let keys = parsed.customer.keys();
-    let set = contact_set(&keys);
+    let (keys, set) = contacts(parsed);
     let action = &parsed.action;
     match action {
         Action::Close => {
@@ -442,6 +438,17 @@ async fn prepare(
         set,
         links,
     }))
+}
+
+/// The event's contact keys and their contact set, after logging (masked) each contact the
+/// normalizer dropped.
+fn contacts(parsed: &LeadEvent) -> (Vec<ContactKey>, String) {
+    for rejected in &parsed.customer.rejected {
+        tracing::info!(field = %rejected.field, reason = %rejected.reason, "contact dropped");
+    }
+    let keys = parsed.customer.keys();
+    let set = contact_set(&keys);
+    (keys, set)
 }
 
 fn transient(state: &AppState, event: &ClaimedEvent, error: String) -> Finish {
@@ -529,10 +536,7 @@ async fn resolve(
             }
             None => Match::Confirmed,
         };
-        let via = match key {
-            ContactKey::Phone(p) => Via::Phone(p.clone()),
-            ContactKey::Email(e) => Via::Email(e.clone()),
-        };
+        let via = Via::from(key);
         let companies = candidates
             .iter()
             .filter_map(|c| match c {
