@@ -642,11 +642,12 @@ async fn floor(url: &str, rate: usize, round: usize, leads: &[usize]) -> Latenci
         .connect(url)
         .await
         .expect("floor pool");
+    // `IF EXISTS`: a run stopped midway leaves its table behind.
     sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS floor_inbox (
+        "DROP TABLE IF EXISTS floor_inbox;
+         CREATE TABLE floor_inbox (
            id bigserial PRIMARY KEY, lead text NOT NULL UNIQUE, payload jsonb NOT NULL,
-           sending_at timestamptz);
-         TRUNCATE floor_inbox",
+           sending_at timestamptz)",
     )
     .execute(&pool)
     .await
@@ -678,6 +679,12 @@ async fn floor(url: &str, rate: usize, round: usize, leads: &[usize]) -> Latenci
     let latencies = send(&sandbox, &base, rate, round, leads).await;
     stop.cancel();
     serving.await.expect("floor server").expect("floor served");
+    // A database of the caller's (`BENCH_DATABASE_URL`) keeps only the service's tables.
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connects");
+    sqlx::query("DROP TABLE floor_inbox")
+        .execute(&mut conn)
+        .await
+        .expect("floor table dropped");
     latencies
 }
 

@@ -440,8 +440,8 @@ async fn prepare(
     }))
 }
 
-/// The event's contact keys and their contact set, after logging (masked) each contact the
-/// normalizer dropped.
+/// The event's contact keys and their contact set, after logging each contact the normalizer
+/// dropped (its field and why, never its value).
 fn contacts(parsed: &LeadEvent) -> (Vec<ContactKey>, String) {
     for rejected in &parsed.customer.rejected {
         tracing::info!(field = %rejected.field, reason = %rejected.reason, "contact dropped");
