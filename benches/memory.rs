@@ -299,7 +299,11 @@ async fn warm_on_postgres(people: &Synthetic, admin_url: String, mut conn: sqlx:
         })
         .collect();
     let distinct: std::collections::HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-    assert_eq!(distinct.len(), PEOPLE, "every synthetic person has a CPF of their own");
+    assert_eq!(
+        distinct.len(),
+        PEOPLE,
+        "every synthetic person has a CPF of their own"
+    );
     drop(distinct);
     let outcome = tokio::spawn(warm_through_application(rows, url.to_string())).await;
     let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
