@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    Crm, LeadPage, LeadQuery, ListedLead, MAX_PER_PAGE, NewCrmLead, ProviderError, http_client,
-    read_json,
+    Crm, Http, LeadPage, LeadQuery, ListedLead, MAX_PER_PAGE, NewCrmLead, ProviderError,
+    http_client, read_json,
 };
 use crate::domain::LeadId;
 use crate::intake::c2s::C2sEvent;
@@ -31,7 +31,7 @@ use crate::intake::c2s::C2sEvent;
 const PROVIDER: &str = "c2s";
 
 pub struct C2sClient {
-    http: reqwest::Client,
+    http: Http,
     base: url::Url,
     token: SecretString,
     /// Largest answer body read.

@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{
-    Candidate, Candidates, CpfCandidate, CpfLookup, ProviderError, http_client, read_body,
+    Candidate, Candidates, CpfCandidate, CpfLookup, Http, ProviderError, http_client, read_body,
     send_lookup,
 };
 use crate::domain::text::{MAX_FIELD_CHARS, MAX_LIST_ITEMS, clip, strip_nul};
@@ -22,7 +22,7 @@ use crate::domain::{Cnpj, ContactKey, Cpf};
 const PROVIDER: &str = "diretrix";
 
 pub struct DiretrixClient {
-    http: reqwest::Client,
+    http: Http,
     base: url::Url,
     user: SecretString,
     password: SecretString,

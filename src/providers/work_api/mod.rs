@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{PersonData, ProviderError, http_client, read_json, send_lookup};
+use super::{Http, PersonData, ProviderError, http_client, read_json, send_lookup};
 use crate::domain::Cpf;
 use crate::domain::text::TextLimits;
 pub use answer::{AnswerError, WorkApiAnswer};
@@ -20,7 +20,7 @@ pub use answer::{AnswerError, WorkApiAnswer};
 const PROVIDER: &str = "work_api";
 
 pub struct WorkApiClient {
-    http: reqwest::Client,
+    http: Http,
     base: url::Url,
     token: SecretString,
     /// Largest answer body read.
