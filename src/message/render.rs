@@ -210,8 +210,9 @@ pub(super) fn tidy(text: &str) -> String {
 /// Made-up data exercising every section and every kind of block.
 fn sample_findings() -> [(Option<&'static str>, Vec<Finding>); 3] {
     let person = Arc::new(Person::sample());
-    // Synthetic contacts that parse: the sample is built from the same types as real leads.
-    let phone = Via::Phone(Phone::parse("11987654321").expect("the sample phone is valid"));
+    // Synthetic contacts of the same types as real leads' (the phone without parsing: see
+    // `Phone::sample`).
+    let phone = Via::Phone(Phone::sample());
     let email =
         Via::Email(Email::parse("maria.souza@example.com").expect("the sample e-mail is valid"));
     [
