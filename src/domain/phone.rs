@@ -86,7 +86,6 @@ impl Phone {
         self.0[3..].to_string()
     }
 
-    /// `(11) 98765-4321` for mobiles, `(11) 3800-1234` for landlines.
     /// A made-up valid number, `(11) 98765-4321`, built without the phone metadata: what an
     /// operator's template is rendered against at startup, which must not wait for
     /// [`load_metadata`] (a test checks it is what [`Phone::parse`] makes of it).
@@ -94,6 +93,7 @@ impl Phone {
         Phone("+5511987654321".to_owned())
     }
 
+    /// `(11) 98765-4321` for mobiles, `(11) 3800-1234` for landlines.
     pub fn formatted(&self) -> String {
         format_national(&self.0[3..])
     }
@@ -205,8 +205,6 @@ fn after_country_code(digits: &str) -> Result<String, DomainError> {
     }
 }
 
-/// Checks area code + subscriber with libphonenumber and returns it in E.164 if it is a
-/// Brazilian landline or mobile; toll-free, premium and shared-cost lines are not people.
 /// Loads libphonenumber's metadata, which the first [`Phone::parse`] would otherwise load:
 /// about 40 ms of CPU compiling every region's patterns. Startup runs it on a blocking thread
 /// beside the rest, so the service answers `/ready` without waiting for it; a phone parsed
@@ -215,6 +213,8 @@ pub fn load_metadata() {
     let _ = &*phonenumber::metadata::DATABASE;
 }
 
+/// Checks area code + subscriber with libphonenumber and returns it in E.164 if it is a
+/// Brazilian landline or mobile; toll-free, premium and shared-cost lines are not people.
 fn validate(nsn: &str) -> Option<Phone> {
     let number: PhoneNumber = phonenumber::parse(Some(BR), format!("+55{nsn}")).ok()?;
     if !phonenumber::is_valid(&number) {
