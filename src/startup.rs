@@ -71,18 +71,9 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         let shutdown = CancellationToken::new();
-        // The two slow loads of a cold start, on the other core while the database opens and
-        // migrates: the first request that needs either waits for it, nothing else does.
-        let provider_timeouts = [
-            settings.diretrix.timeout_ms,
-            settings.work_api.timeout_ms,
-            settings.c2s.timeout_ms,
-        ]
-        .map(Duration::from_millis);
-        tokio::task::spawn_blocking(move || {
-            crate::domain::phone::load_metadata();
-            crate::providers::load_http_clients(&provider_timeouts);
-        });
+        // The slowest load of a cold start, on the other core while the database opens and
+        // migrates: the first phone parsed waits for it, nothing else does.
+        tokio::task::spawn_blocking(crate::domain::phone::load_metadata);
         // Before anything touches the file: a second process on it must leave it untouched.
         let url = secrecy::ExposeSecret::expose_secret(&settings.database.url);
         let instance_lock = if url.starts_with("sqlite:") {

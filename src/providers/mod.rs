@@ -12,6 +12,7 @@ pub mod guard;
 pub mod sandbox;
 pub mod work_api;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -357,68 +358,44 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     serde_json::from_value(value).map_err(|_| unreadable())
 }
 
-/// A provider's HTTP client: requests made through it carry the provider's timeout (the
-/// whole exchange, connect included), on a client shared by every provider with the same
-/// connect timeout, built when first used (or by [`load_http_clients`]).
+/// A provider's HTTP client: rustls with the system roots, redirects never followed (a 3xx is
+/// an error like any other non-2xx), each request bounded by the provider's timeout (the
+/// whole exchange) and its connect by that timeout or 5 s. The client is built on the first
+/// request, not with the provider: building one reads and parses the whole system root store,
+/// about 25 ms, and three providers building theirs at startup made most of a cold start.
 #[derive(Clone)]
 pub(crate) struct Http {
-    connect: Duration,
+    client: Arc<OnceLock<reqwest::Client>>,
     timeout: Duration,
 }
 
 impl Http {
     pub(crate) fn get(&self, url: url::Url) -> reqwest::RequestBuilder {
-        shared_client(self.connect).get(url).timeout(self.timeout)
+        self.client().get(url).timeout(self.timeout)
     }
 
     pub(crate) fn post(&self, url: url::Url) -> reqwest::RequestBuilder {
-        shared_client(self.connect).post(url).timeout(self.timeout)
+        self.client().post(url).timeout(self.timeout)
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        self.client.get_or_init(|| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(self.timeout.min(Duration::from_secs(5)))
+                .user_agent(concat!("enricher/", env!("CARGO_PKG_VERSION")))
+                .build()
+                // Building fails only when the TLS backend cannot initialise, which is a
+                // broken binary, not a runtime condition.
+                .expect("the HTTP client must build")
+        })
     }
 }
 
-/// The HTTP client of a provider with this `timeout`: rustls with the system roots, redirects
-/// never followed (a 3xx is an error like any other non-2xx), connecting for at most
-/// `timeout` or 5 s.
+/// The HTTP client of a provider with this `timeout` (see [`Http`]).
 pub(crate) fn http_client(timeout: Duration) -> Http {
     Http {
-        connect: connect_timeout(timeout),
+        client: Arc::default(),
         timeout,
     }
-}
-
-/// Builds the clients of providers with these timeouts ahead of their first request. Building
-/// one reads and parses the whole system root store (about 25 ms of a cold start, three times
-/// over when each provider built its own at startup), so startup runs this on a blocking
-/// thread beside the rest.
-pub(crate) fn load_http_clients(timeouts: &[Duration]) {
-    for &timeout in timeouts {
-        shared_client(connect_timeout(timeout));
-    }
-}
-
-fn connect_timeout(timeout: Duration) -> Duration {
-    timeout.min(Duration::from_secs(5))
-}
-
-/// The one client for this connect timeout, built on first use.
-fn shared_client(connect: Duration) -> reqwest::Client {
-    static CLIENTS: std::sync::Mutex<Vec<(Duration, reqwest::Client)>> =
-        std::sync::Mutex::new(Vec::new());
-    // A panic while building leaves nothing half-made in the list.
-    let mut clients = CLIENTS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((_, client)) = clients.iter().find(|(c, _)| *c == connect) {
-        return client.clone();
-    }
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(connect)
-        .user_agent(concat!("enricher/", env!("CARGO_PKG_VERSION")))
-        .build()
-        // Building fails only when the TLS backend cannot initialise, which is a broken
-        // binary, not a runtime condition.
-        .expect("the HTTP client must build");
-    clients.push((connect, client.clone()));
-    client
 }
